@@ -1,0 +1,1 @@
+"""absl entry points (thin mains over the library)."""

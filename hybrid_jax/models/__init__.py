@@ -1,0 +1,1 @@
+"""Flax NNX modules of hybrid_jax language models."""

@@ -1,0 +1,1 @@
+"""Per-token scoring of token windows."""

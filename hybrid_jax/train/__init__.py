@@ -1,0 +1,1 @@
+"""Training: losses, optimizer, jitted step."""

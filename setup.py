@@ -1,0 +1,46 @@
+"""hybrid_jax: transformer, hybrid (Gated DeltaNet + attention) and recurrent LMs in JAX,
+and the token-level analysis of where they differ."""
+
+from setuptools import find_packages, setup
+
+EXTRAS = {
+    # Parity oracles for tests: CPU torch (fla's naive GDN loaded by file path) and HF.
+    # torch is pinned to the CPU build that the CPU machines carry on disk; an unpinned
+    # torch would pull a multi-GB CUDA build.
+    "oracle": ["torch==2.13.0", "einops>=0.7"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5"],
+    "analysis": ["pandas>=2.1", "pyarrow>=14", "matplotlib>=3.8", "statsmodels>=0.14",
+                 "nltk>=3.8", "scipy>=1.11"],
+    "convert": ["safetensors>=0.4", "tokenizers>=0.20", "transformers>=5.13"],
+    "train": ["grain>=0.2.12", "sentencepiece>=0.2", "orbax-checkpoint>=0.11",
+              "tensorboardX>=2.6"],
+    "gpu": ["jax[cuda12]>=0.10.2"],
+    "tpu": ["jax[tpu]>=0.10.2"],
+    "dev": ["ruff>=0.6"],
+}
+
+setup(
+    name="hybrid_jax",
+    version="0.1.0",
+    description=__doc__.splitlines()[0],
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["hybrid_jax", "hybrid_jax.*"]),
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.5",
+        "ml_collections>=1.0",
+        "absl-py>=2.0",
+        "jaxtyping>=0.2.36",
+        "numpy>=1.26",
+        "tqdm>=4.66",
+    ],
+    extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "hybrid-jax-demo=hybrid_jax.apps.demo:run",
+        ],
+    },
+)
