@@ -43,8 +43,9 @@ def main(argv: list[str]) -> None:
 
     results = {}
     for arch in ARCHITECTURES:
+        n_layers = len(config.model.layer_types)
         cfg = model_config(config).replace(
-            vocab_size=tok.vocab_size, layer_types=layer_pattern(arch, len(config.model.layer_types)))
+            vocab_size=tok.vocab_size, layer_types=layer_pattern(arch, n_layers))
         run = train_on_rows(cfg, rows, segs, desc=arch, **{
             k: config.train[k] for k in ("steps", "batch_size", "learning_rate", "warmup_steps",
                                          "weight_decay", "grad_clip", "seed")})

@@ -120,9 +120,8 @@ class ModelConfig:
             )
         if self.norm_eps <= 0:
             raise ConfigError(f"norm_eps must be > 0, got {self.norm_eps}")
+        _positive("sliding_window", self.sliding_window)
         if self.has_attention:
-            if "swa" in self.layer_types:
-                _positive("sliding_window", self.sliding_window)
             if self.rope_theta is not None:
                 if self.rope_theta <= 0:
                     raise ConfigError(f"rope_theta must be > 0 or None, got {self.rope_theta}")

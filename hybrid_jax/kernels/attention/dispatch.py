@@ -55,7 +55,9 @@ def resolve_attention_impl(
         if backend == "gpu" and why_not_cudnn is None:
             announce("attention", "cudnn", "auto on gpu")
             return AttentionImpl.CUDNN
-        reason = f"auto on {backend}" + (f"; not cudnn: {why_not_cudnn}" if backend == "gpu" else "")
+        reason = f"auto on {backend}"
+        if backend == "gpu":
+            reason += f"; not cudnn: {why_not_cudnn}"
         announce("attention", "xla", reason)
         return AttentionImpl.XLA
     if choice is AttentionImpl.CUDNN:

@@ -1,0 +1,49 @@
+"""Byte tokenizer offsets, packing into windows, batch shifting, the stdlib corpus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hybrid_jax.data.batch import Batch
+from hybrid_jax.data.byte_tokenizer import ByteTokenizer
+from hybrid_jax.data.packing import pack_documents
+from hybrid_jax.data.stdlib_corpus import stdlib_documents
+
+
+def test_byte_tokenizer_offsets_map_back_to_text():
+    tok = ByteTokenizer()
+    text = "naïve — ok"
+    ids, start, end = tok.encode_with_offsets(text)
+    assert tok.decode(ids) == text
+    assert len(ids) == len(text.encode("utf-8"))
+    # Both bytes of 'ï' and all three of '—' point at their one character.
+    assert [text[s:e] for s, e in zip(start, end)] == [
+        c for c in text for _ in c.encode("utf-8")]
+
+
+def test_pack_documents_hand_case():
+    rows, segs = pack_documents([np.array([1, 2, 3]), np.array([4, 5])], seq_len=3, eos_id=9)
+    # stream: 1 2 3 9 4 5 9 -> rows of 4 tokens overlapping by one, tail padded with 0
+    np.testing.assert_array_equal(rows, [[1, 2, 3, 9], [9, 4, 5, 9]])
+    np.testing.assert_array_equal(segs, [[1, 1, 1, 1], [1, 2, 2, 2]])
+    rows, segs = pack_documents([np.array([1, 2, 3, 4, 5])], seq_len=3, eos_id=9)
+    np.testing.assert_array_equal(rows, [[1, 2, 3, 4], [4, 5, 9, 0]])
+    np.testing.assert_array_equal(segs, [[1, 1, 1, 1], [1, 1, 1, 0]])
+    with pytest.raises(ValueError, match="document 2 is empty"):
+        pack_documents([np.array([1]), np.array([], np.int32)], 4, 9)
+
+
+def test_batch_masks_cross_document_and_padding_targets():
+    batch = Batch.from_rows(np.array([[9, 4, 5, 9, 0]]), np.array([[1, 2, 2, 2, 0]]))
+    np.testing.assert_array_equal(batch.inputs, [[9, 4, 5, 9]])
+    np.testing.assert_array_equal(batch.targets, [[4, 5, 9, 0]])
+    np.testing.assert_array_equal(batch.loss_mask, [[False, True, True, False]])
+
+
+def test_stdlib_corpus_is_real_and_deterministic():
+    docs = stdlib_documents(max_docs_per_domain=5)
+    assert {d.domain for d in docs} == {"python", "prose"}
+    assert all(len(d.text) >= 500 for d in docs)
+    assert any("def " in d.text for d in docs if d.domain == "python")
+    assert [d.id for d in docs] == [d.id for d in stdlib_documents(max_docs_per_domain=5)]
