@@ -130,3 +130,13 @@ def test_bad_shapes_are_named():
         dot_product_attention(q, k, v, window=0)
     with pytest.raises(ValueError, match="only defined for causal"):
         dot_product_attention(q, k, v, causal=False, window=4)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU")
+@pytest.mark.parametrize("window", [None, 64])
+def test_cudnn_matches_reference_on_gpu(window):
+    q, k, v = qkv(8, b=2, t=256, n=8, g=4, h=128, dtype=jnp.bfloat16)
+    got = dot_product_attention(q, k, v, window=window, impl="cudnn")
+    want = attention_reference(q, k, v, window=window)
+    np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32),
+                               atol=2e-2, rtol=2e-2)

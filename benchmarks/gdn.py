@@ -1,0 +1,153 @@
+"""Gated DeltaNet speed: our implementations vs fla's Triton kernel vs cuDNN attention.
+
+Same run, same GPU, same shapes (bf16, H heads, Dk = Dv):
+    xla        hybrid_jax chunked UT/WY form under jit (the reference tier)
+    pallas     hybrid_jax Pallas kernel (when built)
+    fla        flash-linear-attention `chunk_gated_delta_rule` (torch/Triton), if importable,
+               with FLA_FLASH_QLA=0 so the Triton path is what is timed
+    cudnn_attn causal softmax attention through jax.nn.dot_product_attention(cudnn)
+Modes: fwd and fwd+bwd. Prints a table of times, tokens/s and ratios against `xla`, and
+writes every number to JSON. Not a test: run it on the GPU machine.
+
+    python benchmarks/gdn.py --out=/tmp/gdn.json --seq_lens=2048,4096,8192,16384
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+os.environ.setdefault("FLA_FLASH_QLA", "0")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hybrid_jax.kernels.gdn import gated_delta_rule  # noqa: E402
+
+
+def time_jax(fn, *args, iters: int = 20) -> float:
+    """Median wall time (ms) of a jitted function after two warm-up calls."""
+    for _ in range(2):
+        jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def gdn_inputs(b, t, h, d, seed=0):
+    ks = jax.random.split(jax.random.key(seed), 5)
+    q = jax.random.normal(ks[0], (b, t, h, d), jnp.float32)
+    k = jax.random.normal(ks[1], (b, t, h, d), jnp.float32)
+    q = (q / jnp.linalg.norm(q, axis=-1, keepdims=True)).astype(jnp.bfloat16)
+    k = (k / jnp.linalg.norm(k, axis=-1, keepdims=True)).astype(jnp.bfloat16)
+    v = jax.random.normal(ks[2], (b, t, h, d), jnp.bfloat16)
+    g = jax.nn.log_sigmoid(jax.random.normal(ks[3], (b, t, h), jnp.float32))
+    beta = jax.nn.sigmoid(jax.random.normal(ks[4], (b, t, h), jnp.float32)).astype(jnp.bfloat16)
+    return q, k, v, g, beta
+
+
+def bench_ours(impl, b, t, h, d):
+    args = gdn_inputs(b, t, h, d)
+    fwd = jax.jit(lambda *a: gated_delta_rule(*a, impl=impl)[0])
+    loss = lambda *a: jnp.sum(gated_delta_rule(*a, impl=impl)[0].astype(jnp.float32))
+    fwd_bwd = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
+    return {"fwd": time_jax(fwd, *args), "fwd+bwd": time_jax(fwd_bwd, *args)}
+
+
+def bench_cudnn_attention(b, t, h, d):
+    ks = jax.random.split(jax.random.key(1), 3)
+    q, k, v = (jax.random.normal(kk, (b, t, h, d), jnp.bfloat16) for kk in ks)
+    attn = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                                        implementation="cudnn")
+    fwd = jax.jit(attn)
+    fwd_bwd = jax.jit(jax.grad(lambda *a: jnp.sum(attn(*a).astype(jnp.float32)), (0, 1, 2)))
+    return {"fwd": time_jax(fwd, q, k, v), "fwd+bwd": time_jax(fwd_bwd, q, k, v)}
+
+
+def bench_fla(b, t, h, d):
+    import torch
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    from triton.testing import do_bench
+
+    dev = "cuda"
+    q = torch.nn.functional.normalize(torch.randn(b, t, h, d, device=dev), dim=-1).bfloat16()
+    k = torch.nn.functional.normalize(torch.randn(b, t, h, d, device=dev), dim=-1).bfloat16()
+    v = torch.randn(b, t, h, d, device=dev, dtype=torch.bfloat16)
+    g = torch.nn.functional.logsigmoid(torch.randn(b, t, h, device=dev))
+    beta = torch.randn(b, t, h, device=dev).sigmoid().bfloat16()
+    out = {"fwd": do_bench(lambda: chunk_gated_delta_rule(q, k, v, g, beta), return_mode="median")}
+    leaves = [x.requires_grad_() for x in (q, k, v, g, beta)]
+
+    def fwd_bwd():
+        o, _ = chunk_gated_delta_rule(*leaves)
+        o.float().sum().backward()
+
+    try:
+        out["fwd+bwd"] = do_bench(fwd_bwd, return_mode="median")
+    except RuntimeError as e:  # fla refuses its backward on Hopper with Triton < 3.7.1
+        out["fwd+bwd"] = f"refused: {str(e).splitlines()[0][:160]}"
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seq_lens", default="2048,4096,8192,16384")
+    parser.add_argument("--tokens", type=int, default=16384, help="b * t per measurement")
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--head_dim", type=int, default=128)
+    parser.add_argument("--impls", default="xla,pallas,fla,cudnn_attn")
+    parser.add_argument("--out", default="gdn_benchmark.json")
+    args = parser.parse_args()
+    h, d = args.heads, args.head_dim
+    results = []
+    for t in (int(x) for x in args.seq_lens.split(",")):
+        b = max(1, args.tokens // t)
+        row = {"b": b, "t": t, "h": h, "d": d, "device": str(jax.devices()[0])}
+        for impl in args.impls.split(","):
+            try:
+                if impl in ("xla", "pallas"):
+                    row[impl] = bench_ours(impl, b, t, h, d)
+                elif impl == "fla":
+                    row[impl] = bench_fla(b, t, h, d)
+                elif impl == "cudnn_attn":
+                    row[impl] = bench_cudnn_attention(b, t, h, d)
+            except Exception as e:  # report, keep measuring the others
+                row[impl] = f"unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        results.append(row)
+        print_row(row, args.impls.split(","))
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+def print_row(row, impls) -> None:
+    tokens = row["b"] * row["t"]
+    print(f"\nB={row['b']} T={row['t']} H={row['h']} D={row['d']} on {row['device']}")
+    base = row.get("xla") if isinstance(row.get("xla"), dict) else None
+    for impl in impls:
+        r = row.get(impl)
+        if not isinstance(r, dict):
+            print(f"  {impl:<11} {r}")
+            continue
+        cells = []
+        for mode in ("fwd", "fwd+bwd"):
+            ms = r.get(mode)
+            if not isinstance(ms, float):
+                cells.append(f"{mode}: {ms}")
+                continue
+            ratio = f" ({base[mode] / ms:5.2f}x xla)" if base and isinstance(
+                base.get(mode), float) else ""
+            cells.append(f"{mode} {ms:8.3f} ms {tokens / ms / 1e3:7.2f} Mtok/s{ratio}")
+        print(f"  {impl:<11} " + " | ".join(cells))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
