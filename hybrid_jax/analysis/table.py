@@ -1,0 +1,281 @@
+"""The per-token table: schema, reading and writing, validation, and the documents.
+
+The contract between the model side and the analysis side (`../shared/DESIGN.md`):
+one row per scored token, with at least
+
+    doc_id      str    the document's `id` in the documents JSONL
+    domain      str    the document's domain (books, python, ...)
+    window      int    index of the packed window the token was scored in
+    position    int    the token's position in that window
+    token_id    int    the target token
+    char_start  int    offsets of the token in the document's text (Python str
+    char_end    int    indices, end exclusive)
+    loss        float  -log p(token | prefix), in nats
+
+and optionally `entropy` (nats) and `rank`. A table may carry its model name and
+training step as parquet metadata (`hybrid_jax.model`, `hybrid_jax.step`).
+
+Two tables compared token by token must be row-aligned: the same eval pack, so the same
+keys and token ids at every row. `check_aligned` verifies that and raises naming the
+first mismatching rows; nothing here ever joins tables on keys, because a join would
+silently drop or duplicate tokens when the packs differ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+REQUIRED: dict[str, str] = {
+    "doc_id": "str", "domain": "str", "window": "int", "position": "int",
+    "token_id": "int", "char_start": "int", "char_end": "int", "loss": "float",
+}
+OPTIONAL: dict[str, str] = {"entropy": "float", "rank": "int"}
+ALIGN_KEYS = ("doc_id", "window", "position", "token_id", "char_start", "char_end")
+ORDER = ("window", "position")  # canonical row order: contexts are contiguous
+_META_MODEL = b"hybrid_jax.model"
+_META_STEP = b"hybrid_jax.step"
+
+
+class TableError(ValueError):
+    """A per-token table or documents file that cannot be analysed as given."""
+
+
+@dataclasses.dataclass
+class ScoreTable:
+    """One model's per-token table, validated and in canonical (window, position) order.
+
+    name:  a label for reports ("transformer", "hybrid@2000").
+    model: the model name (metadata, or the label before "@").
+    step:  the training step, or None when unknown.
+    """
+
+    name: str
+    frame: pd.DataFrame
+    model: str
+    step: int | None = None
+    path: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """One document of the eval pack: the text the table's char offsets point into."""
+
+    id: str
+    domain: str
+    text: str
+    lang: str = "en"
+
+
+def _row_desc(frame: pd.DataFrame, i: int) -> str:
+    row = frame.iloc[i]
+    keys = [k for k in ("doc_id", "window", "position", "token_id", "char_start", "char_end")
+            if k in frame.columns]
+    return f"row {i} (" + ", ".join(f"{k}={row[k]!r}" for k in keys) + ")"
+
+
+def validate_frame(frame: pd.DataFrame, name: str = "table") -> pd.DataFrame:
+    """Checks columns, types, losses and keys; returns the frame sorted by (window,
+    position) with a fresh index and normalised dtypes. Raises TableError naming the
+    column or the first offending row."""
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise TableError(f"{name}: missing columns {missing} (has {list(frame.columns)})")
+    if len(frame) == 0:
+        raise TableError(f"{name}: no rows")
+    out = frame.copy()
+    for col, kind in {**REQUIRED, **OPTIONAL}.items():
+        if col not in out.columns:
+            continue
+        s = out[col]
+        if kind == "int":
+            if not pd.api.types.is_integer_dtype(s):
+                if pd.api.types.is_float_dtype(s) and s.notna().all() and (s % 1 == 0).all():
+                    s = s.astype(np.int64)
+                else:
+                    raise TableError(f"{name}: column {col!r} must be integer, got {s.dtype}")
+            out[col] = s.astype(np.int64)
+        elif kind == "float":
+            if not pd.api.types.is_numeric_dtype(s):
+                raise TableError(f"{name}: column {col!r} must be numeric, got {s.dtype}")
+            out[col] = s.astype(np.float64)
+        else:
+            out[col] = s.astype(str)
+    loss = out["loss"].to_numpy()
+    bad = ~np.isfinite(loss)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TableError(f"{name}: {int(bad.sum())} non-finite loss values (NaN or inf), "
+                         f"first at {_row_desc(out, i)}: loss={loss[i]}")
+    # -log p >= 0; allow float32 round-off of a probability of one.
+    neg = loss < -1e-4
+    if neg.any():
+        i = int(np.argmax(neg))
+        raise TableError(f"{name}: negative loss {loss[i]} at {_row_desc(out, i)}; "
+                         "loss must be -log p in nats")
+    span = out["char_end"].to_numpy() < out["char_start"].to_numpy()
+    span |= out["char_start"].to_numpy() < 0
+    if span.any():
+        i = int(np.argmax(span))
+        raise TableError(f"{name}: char_end < char_start or negative offset at "
+                         f"{_row_desc(out, i)}")
+    out = out.sort_values(list(ORDER), kind="stable").reset_index(drop=True)
+    dup = out.duplicated(["window", "position"]).to_numpy()
+    if dup.any():
+        i = int(np.argmax(dup))
+        raise TableError(f"{name}: two rows at the same (window, position): {_row_desc(out, i)}")
+    return out
+
+
+def read_table(path: str | pathlib.Path, name: str | None = None) -> ScoreTable:
+    """Reads and validates one parquet table. `name` defaults to its metadata model name
+    (plus "@step") or the file stem."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise TableError(f"{path}: no such table")
+    try:
+        pt = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for a bad file
+        raise TableError(f"{path}: not a readable parquet file ({e})") from e
+    meta = pt.schema.metadata or {}
+    model = meta.get(_META_MODEL, b"").decode() or None
+    step_raw = meta.get(_META_STEP, b"").decode()
+    step = int(step_raw) if step_raw else None
+    if name is None:
+        name = (model or path.stem) + (f"@{step}" if step is not None else "")
+    if model is None:
+        model = name.split("@")[0]
+    frame = validate_frame(pt.to_pandas(), f"{path}")
+    return ScoreTable(name=name, frame=frame, model=model, step=step, path=str(path))
+
+
+def parse_table_spec(spec: str) -> tuple[str | None, int | None, str]:
+    """'path' | 'model=path' | 'model@step=path' -> (model, step, path)."""
+    if "=" not in spec:
+        return None, None, spec
+    label, path = spec.split("=", 1)
+    if "@" in label:
+        model, step = label.split("@", 1)
+        try:
+            return model, int(step), path
+        except ValueError as e:
+            raise TableError(f"table spec {spec!r}: step {step!r} is not an integer") from e
+    return label, None, path
+
+
+def load_tables(specs: list[str]) -> list[ScoreTable]:
+    """Reads every table spec (see `parse_table_spec`); names must be unique."""
+    tables = []
+    for spec in specs:
+        model, step, path = parse_table_spec(spec)
+        name = None if model is None else model + (f"@{step}" if step is not None else "")
+        t = read_table(path, name)
+        if model is not None:
+            t.model, t.step = model, step if step is not None else t.step
+        tables.append(t)
+    names = [t.name for t in tables]
+    if len(set(names)) != len(names):
+        raise TableError(f"table names must be unique, got {names}; label them model@step=path")
+    return tables
+
+
+def write_table(frame: pd.DataFrame, path: str | pathlib.Path, *, model: str | None = None,
+                step: int | None = None) -> None:
+    """Validates and writes a table as parquet, with model/step metadata."""
+    frame = validate_frame(frame, str(path))
+    pt = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = dict(pt.schema.metadata or {})
+    if model is not None:
+        meta[_META_MODEL] = model.encode()
+    if step is not None:
+        meta[_META_STEP] = str(step).encode()
+    pq.write_table(pt.replace_schema_metadata(meta), path)
+
+
+def check_aligned(tables: list[ScoreTable]) -> None:
+    """Raises TableError unless every table has the same rows as the first: the same
+    doc_id, window, position, token_id and char offsets at every row (after sorting by
+    window, position). Names the first mismatching row of each side."""
+    ref = tables[0]
+    for other in tables[1:]:
+        a, b = ref.frame, other.frame
+        n = min(len(a), len(b))
+        first = None
+        for k in ALIGN_KEYS:
+            va, vb = a[k].to_numpy()[:n], b[k].to_numpy()[:n]
+            diff = np.flatnonzero(va != vb)
+            if diff.size and (first is None or diff[0] < first[0]):
+                first = (int(diff[0]), k)
+        if first is None and len(a) != len(b):
+            first = (n, "row count")
+        if first is not None:
+            i, what = first
+            da = _row_desc(a, i) if i < len(a) else "no such row"
+            db = _row_desc(b, i) if i < len(b) else "no such row"
+            raise TableError(
+                f"tables {ref.name!r} ({len(a)} rows) and {other.name!r} ({len(b)} rows) are "
+                f"not row-aligned: first mismatch in {what} at sorted row {i}: "
+                f"{ref.name}: {da}; {other.name}: {db}. Score both on the same eval pack.")
+
+
+def read_documents(paths: list[str | pathlib.Path]) -> dict[str, Document]:
+    """Reads JSONL documents (`id`, `domain`, `text`, optional `lang`) from every path.
+
+    Raises TableError naming the file and line for bad JSON or UTF-8, a missing field, an
+    empty text or a duplicate id.
+    """
+    docs: dict[str, Document] = {}
+    for path in paths:
+        path = pathlib.Path(path)
+        if not path.exists():
+            raise TableError(f"{path}: no such documents file")
+        with open(path, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    rec = json.loads(raw.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    raise TableError(f"{path}:{line_no}: not UTF-8 ({e})") from e
+                except json.JSONDecodeError as e:
+                    raise TableError(f"{path}:{line_no}: not JSON ({e})") from e
+                for field in ("id", "domain", "text"):
+                    if field not in rec:
+                        raise TableError(f"{path}:{line_no}: missing field {field!r}")
+                if not rec["text"]:
+                    raise TableError(f"{path}:{line_no}: document {rec['id']!r} has empty text")
+                if rec["id"] in docs:
+                    raise TableError(f"{path}:{line_no}: duplicate document id {rec['id']!r}")
+                docs[rec["id"]] = Document(id=str(rec["id"]), domain=str(rec["domain"]),
+                                           text=rec["text"], lang=str(rec.get("lang", "en")))
+    return docs
+
+
+def check_documents(frame: pd.DataFrame, docs: dict[str, Document], name: str = "table"
+                    ) -> None:
+    """Every row's document exists, has the row's domain, and contains its char span."""
+    ids = frame["doc_id"].to_numpy()
+    uniq = pd.unique(ids)
+    missing = [d for d in uniq if d not in docs]
+    if missing:
+        i = int(np.flatnonzero(ids == missing[0])[0])
+        raise TableError(f"{name}: {len(missing)} doc_ids not in the documents, first "
+                         f"{missing[0]!r} at {_row_desc(frame, i)}")
+    lengths = pd.Series({d: len(docs[d].text) for d in uniq})
+    dom = pd.Series({d: docs[d].domain for d in uniq})
+    too_long = frame["char_end"].to_numpy() > lengths.reindex(ids).to_numpy()
+    if too_long.any():
+        i = int(np.argmax(too_long))
+        raise TableError(f"{name}: char span past the end of document {ids[i]!r} "
+                         f"({lengths[ids[i]]} chars) at {_row_desc(frame, i)}")
+    wrong = frame["domain"].to_numpy() != dom.reindex(ids).to_numpy()
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise TableError(f"{name}: domain {frame['domain'].iloc[i]!r} differs from document "
+                         f"{ids[i]!r}'s domain {dom[ids[i]]!r} at {_row_desc(frame, i)}")
