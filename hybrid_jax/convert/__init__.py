@@ -1,0 +1,1 @@
+"""Hugging Face Olmo 3 / Olmo Hybrid checkpoints <-> hybrid_jax."""

@@ -1,0 +1,240 @@
+"""hybrid_jax parameter checkpoints: an orbax tree of the NNX parameters + the config.
+
+Layout of a checkpoint directory (what training, scoring and the analysis load):
+
+    <dir>/model_config.json   {"format": "hybrid_jax.params/1", "model": ModelConfig
+                               fields, "source": where the weights came from}
+    <dir>/params/             orbax (StandardCheckpointer) tree of
+                              nnx.state(LM(cfg), nnx.Param) as a nested dict with string
+                              keys: {"embed": .., "layers": {"0": {"attn": ..}}, ..}
+
+A checkpoint is written into a hidden temporary directory beside `<dir>` and renamed
+into place only when complete, so an interrupted conversion never leaves a directory
+that looks like a checkpoint. Restoring can place every parameter straight onto a
+mesh: orbax then reads only each device's slice.
+
+`convert_hf_checkpoint` streams a Hugging Face directory into such a checkpoint: the
+tensors are read one by one, so the host holds one copy of the weights (14.9 GB for a
+7B model in bf16) plus one tensor in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import numpy as np
+
+from hybrid_jax.convert.key_map import Path, abstract_leaves
+from hybrid_jax.models.config import ModelConfig
+
+log = logging.getLogger("hybrid_jax.convert")
+
+FORMAT = "hybrid_jax.params/1"
+CONFIG_NAME = "model_config.json"
+PARAMS_DIR = "params"
+
+
+class CheckpointExistsError(FileExistsError):
+    """The output directory exists and overwriting was not asked for."""
+
+
+def _key(p: str | int) -> str:
+    return str(p)
+
+
+def nest(leaves: Iterable[tuple[Path, Any]]) -> dict[str, Any]:
+    """{path: array} -> nested dict with string keys (orbax's tree)."""
+    tree: dict[str, Any] = {}
+    for path, x in leaves:
+        node = tree
+        for p in path[:-1]:
+            node = node.setdefault(_key(p), {})
+        node[_key(path[-1])] = x
+    return tree
+
+
+def _lookup(tree: dict[str, Any], path: Path) -> Any:
+    node: Any = tree
+    for p in path:
+        node = node[_key(p)]
+    return node
+
+
+# ---------------------------------------------------------------------------- save
+def save_checkpoint(
+    directory: str | os.PathLike,
+    cfg: ModelConfig,
+    leaves: Iterable[tuple[Path, Any]],
+    *,
+    source: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Write the parameters `leaves` ((path, array) per parameter of `LM(cfg)`) and `cfg`.
+
+    Leaves are consumed one at a time into the tree to save (numpy arrays are saved
+    without a further copy). Every parameter of `LM(cfg)` must be present with its
+    shape. Returns the checkpoint directory.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = pathlib.Path(directory).absolute()
+    if directory.exists() and not overwrite:
+        raise CheckpointExistsError(f"{directory} exists; pass overwrite=True to replace it")
+    expected = abstract_leaves(cfg)
+    tree: dict[str, Any] = {}
+    seen: set[Path] = set()
+    for path, x in leaves:
+        path = tuple(path)
+        if path not in expected:
+            raise KeyError(f"{'/'.join(map(str, path))} is not a parameter of the model")
+        if tuple(x.shape) != tuple(expected[path].shape):
+            raise ValueError(f"{'/'.join(map(str, path))}: shape {tuple(x.shape)}, model "
+                             f"expects {tuple(expected[path].shape)}")
+        node = tree
+        for p in path[:-1]:
+            node = node.setdefault(_key(p), {})
+        node[_key(path[-1])] = x
+        seen.add(path)
+    missing = sorted("/".join(map(str, p)) for p in set(expected) - seen)
+    if missing:
+        raise KeyError(f"parameters missing from the checkpoint: {', '.join(missing)}")
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    try:
+        tmp.mkdir()
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / PARAMS_DIR, tree)
+        meta = {"format": FORMAT, "model": cfg.to_dict(), "source": source or {}}
+        (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def save_model(directory: str | os.PathLike, model: Any, **kwargs: Any) -> pathlib.Path:
+    """`save_checkpoint` of an `LM`'s parameters."""
+    from flax import nnx
+
+    state = nnx.state(model, nnx.Param)
+    leaves = ((tuple(p), v.get_value()) for p, v in nnx.to_flat_state(state))
+    return save_checkpoint(directory, model.cfg, leaves, **kwargs)
+
+
+def convert_hf_checkpoint(
+    hf_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    dtype: str = "bfloat16",
+    overwrite: bool = False,
+) -> tuple[ModelConfig, pathlib.Path]:
+    """Hugging Face directory -> hybrid_jax checkpoint, streaming tensor by tensor.
+
+    `dtype` is both the parameter and the compute dtype of the saved config (A_log and
+    dt_bias are kept in float32). Every name and shape is checked before any tensor is
+    read. Returns the config and the checkpoint directory.
+    """
+    from hybrid_jax.convert.hf_config import load_model_config
+    from hybrid_jax.convert.safetensors_io import iter_hf_leaves
+
+    hf_dir = pathlib.Path(hf_dir)
+    cfg = load_model_config(hf_dir, dtype=dtype)
+    t0 = time.perf_counter()
+    path = save_checkpoint(out_dir, cfg, iter_hf_leaves(hf_dir, cfg),
+                           source={"hf_dir": str(hf_dir.absolute())}, overwrite=overwrite)
+    log.info("converted %s -> %s in %.1f s", hf_dir, path, time.perf_counter() - t0)
+    return cfg, path
+
+
+# ---------------------------------------------------------------------------- restore
+def load_checkpoint_config(directory: str | os.PathLike) -> ModelConfig:
+    """The `ModelConfig` stored with a checkpoint."""
+    directory = pathlib.Path(directory)
+    file = directory / CONFIG_NAME
+    if not file.is_file() or not (directory / PARAMS_DIR).is_dir():
+        raise FileNotFoundError(f"{directory}: not a hybrid_jax checkpoint (needs {CONFIG_NAME} "
+                                f"and {PARAMS_DIR}/)")
+    meta = json.loads(file.read_text(encoding="utf-8"))
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{file}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    return ModelConfig.from_dict(meta["model"])
+
+
+def restore_state(
+    directory: str | os.PathLike,
+    cfg: ModelConfig | None = None,
+    *,
+    sharding: Callable[[Path, Any], jax.sharding.Sharding] | None = None,
+) -> Any:
+    """The parameters of a checkpoint as an `nnx.State` of jax arrays.
+
+    Args:
+      cfg: the model to restore into; the stored config when None. Its `param_dtype`
+        is the dtype the arrays come back in (orbax casts on read).
+      sharding: path, abstract nnx Param -> sharding (e.g.
+        `safetensors_io.logical_sharding(mesh, rules)`); each device then reads only its
+        own slice. Default: the first device.
+    """
+    import orbax.checkpoint as ocp
+    from flax import nnx
+
+    from hybrid_jax.models.lm import abstract_lm
+
+    directory = pathlib.Path(directory).absolute()
+    if cfg is None:
+        cfg = load_checkpoint_config(directory)
+    abstract = nnx.state(abstract_lm(cfg), nnx.Param)
+    flat = [(tuple(p), v) for p, v in nnx.to_flat_state(abstract)]
+    default = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = nest(
+        (p, jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype,
+                                 sharding=default if sharding is None else sharding(p, v)))
+        for p, v in flat)
+    with ocp.StandardCheckpointer() as ckptr:
+        restored = ckptr.restore(directory / PARAMS_DIR, target)
+    return nnx.from_flat_state([(p, v.replace(_lookup(restored, p))) for p, v in flat])
+
+
+def load_model(
+    directory: str | os.PathLike,
+    cfg: ModelConfig | None = None,
+    *,
+    sharding: Callable[[Path, Any], jax.sharding.Sharding] | None = None,
+) -> Any:
+    """An `LM` restored from a checkpoint (see `restore_state`)."""
+    from flax import nnx
+
+    from hybrid_jax.models.lm import abstract_lm
+
+    if cfg is None:
+        cfg = load_checkpoint_config(directory)
+    graphdef, _ = nnx.split(abstract_lm(cfg))
+    return nnx.merge(graphdef, restore_state(directory, cfg, sharding=sharding))
+
+
+def iter_checkpoint_leaves(directory: str | os.PathLike
+                           ) -> tuple[ModelConfig, Iterable[tuple[Path, np.ndarray]]]:
+    """(config, (path, numpy array) per parameter) of a checkpoint, in key-map order."""
+    from flax import nnx
+
+    cfg = load_checkpoint_config(directory)
+    state = restore_state(directory, cfg)
+    leaves = [(tuple(p), v) for p, v in nnx.to_flat_state(state)]
+
+    def gen() -> Iterable[tuple[Path, np.ndarray]]:
+        for p, v in leaves:
+            yield p, np.asarray(v.get_value())
+
+    return cfg, gen()
