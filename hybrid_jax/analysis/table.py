@@ -77,7 +77,8 @@ def _row_desc(frame: pd.DataFrame, i: int) -> str:
     row = frame.iloc[i]
     keys = [k for k in ("doc_id", "window", "position", "token_id", "char_start", "char_end")
             if k in frame.columns]
-    return f"row {i} (" + ", ".join(f"{k}={row[k]!r}" for k in keys) + ")"
+    vals = {k: row[k].item() if hasattr(row[k], "item") else row[k] for k in keys}
+    return f"row {i} (" + ", ".join(f"{k}={v!r}" for k, v in vals.items()) + ")"
 
 
 def validate_frame(frame: pd.DataFrame, name: str = "table") -> pd.DataFrame:
@@ -277,5 +278,5 @@ def check_documents(frame: pd.DataFrame, docs: dict[str, Document], name: str = 
     wrong = frame["domain"].to_numpy() != dom.reindex(ids).to_numpy()
     if wrong.any():
         i = int(np.argmax(wrong))
-        raise TableError(f"{name}: domain {frame['domain'].iloc[i]!r} differs from document "
-                         f"{ids[i]!r}'s domain {dom[ids[i]]!r} at {_row_desc(frame, i)}")
+        raise TableError(f"{name}: domain {frame['domain'].iloc[i]!r} differs from the domain "
+                         f"{dom[ids[i]]!r} of document {ids[i]!r} at {_row_desc(frame, i)}")
