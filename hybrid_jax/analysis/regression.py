@@ -89,7 +89,7 @@ def fit_ols(y: np.ndarray, design: pd.DataFrame, groups: np.ndarray | None = Non
         table = pd.DataFrame({"term": list(x.columns), "coef": np.asarray(res.params),
                               "se": np.asarray(res.bse), "lo": ci[:, 0], "hi": ci[:, 1],
                               "p": np.asarray(res.pvalues)})
-    r2 = float(res.rsquared) if np.isfinite(res.rsquared) else float("nan")
+        r2 = float(res.rsquared)  # NaN when y is constant (identical tables)
     return RegressionResult(table=table, n=int(y.size), r2=r2, dropped=const,
                             reference=reference)
 

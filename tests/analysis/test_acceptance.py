@@ -1,0 +1,141 @@
+"""Issue 6 acceptance, on real documents of ../shared/data/corpus with synthetic tables:
+B better by a known amount on a known category -> the report finds exactly that
+category and amount; identical tables -> every gap 0 and every CI covers 0."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hybrid_jax.analysis import families, synthetic
+from hybrid_jax.analysis.features import build_features
+from hybrid_jax.analysis.pipeline import analyze
+from hybrid_jax.analysis.report import write_report
+from hybrid_jax.analysis.table import ScoreTable, validate_frame
+
+AMOUNT = 0.25  # nats
+PLANTED = "adjective"
+POS_GROUPS = {"content", "function", "other", "unknown"}
+
+
+@pytest.fixture(scope="module")
+def setup(corpus_docs, brown_tagger):
+    sub = synthetic.sample_documents(corpus_docs, 2, max_chars=10_000, seed=0)
+    docs = {d.id: d for d in sub}
+    pack = synthetic.pack_table(sub, window=256)
+    loss_a = synthetic.base_losses(len(pack), seed=1)
+    frame_a = validate_frame(synthetic.with_losses(pack, loss_a), "A")
+    feats, _ = build_features(frame_a, docs, brown_tagger)
+    return docs, frame_a, loss_a, feats["tags"].to_numpy()
+
+
+def tables(frame_a, loss_b):
+    a = ScoreTable("transformer", frame_a, "transformer")
+    b = ScoreTable("hybrid", validate_frame(frame_a.assign(loss=loss_b), "B"), "hybrid")
+    return [a, b]
+
+
+def test_planted_gap_is_found_on_exactly_that_category(setup, brown_tagger, tmp_path):
+    docs, frame_a, loss_a, tags = setup
+    planted = families.has(tags, PLANTED)
+    assert planted.sum() > 100
+    res = analyze(tables(frame_a, synthetic.plant_gap(loss_a, planted, AMOUNT)), docs,
+                  brown_tagger, n_boot=300)
+    fam = res.frames["families"].set_index("name")
+    # Among the POS families, only the planted one has a gap, of exactly the amount,
+    # with a CI that excludes 0; it is also the largest category of all.
+    pos = fam[fam["group"].isin(POS_GROUPS)]
+    assert list(pos.index[pos["mean"].abs() > 1e-9]) == [PLANTED]
+    row = fam.loc[PLANTED]
+    assert abs(row["mean"] - AMOUNT) < 1e-9 and row["lo"] > 0
+    assert abs(row["lo"] - AMOUNT) < 1e-9 and abs(row["hi"] - AMOUNT) < 1e-9
+    assert fam["mean"].idxmax() == PLANTED
+    # Code/markup categories overlap adjectives only through prose inside them: their
+    # gap is the amount times their share of adjective tokens.
+    for name, r in fam.iterrows():
+        share = planted[families.has(tags, name)].mean()
+        assert abs(r["mean"] - AMOUNT * share) < 1e-9, name
+    # Content vs function: function words are untouched.
+    cf = res.frames["content_function"].set_index("name")
+    assert cf.loc["function", "mean"] == 0.0
+    content = (tags & families.CONTENT_MASK) != 0
+    assert abs(cf.loc["content", "mean"] - AMOUNT * planted[content].mean()) < 1e-9
+    # The regression with controls finds the amount on the planted family, 0 elsewhere.
+    terms = {t["term"]: t["coef"] for t in res.numbers["regression"]["families"]["terms"]}
+    assert abs(terms[f"cat_{PLANTED}"] - AMOUNT) < 1e-6
+    assert all(abs(v) < 1e-6 for k, v in terms.items() if k != f"cat_{PLANTED}")
+
+    paths = write_report(res, tmp_path, token_docs_per_domain=1)
+    numbers = json.loads(paths["json"].read_text())
+    (adj,) = [r for r in numbers["families"] if r["name"] == PLANTED]
+    assert abs(adj["mean"] - AMOUNT) < 1e-9
+    page = paths["html"].read_text()
+    assert "data:image/png;base64," in page and f"{AMOUNT:.4f}" in page
+    assert (tmp_path / "figures" / "families.png").stat().st_size > 1000
+    assert numbers["token_views"] and (tmp_path / numbers["token_views"][0]).is_file()
+    assert f"| {PLANTED} | content |" in paths["md"].read_text()
+
+
+def _gap_numbers(numbers):
+    """Every gap-valued number of the report (not losses, counts or p-values)."""
+    out = []
+    for key in ("domains", "families", "repeat_length", "filtered_gaps"):
+        out += [(key, r["name"] if "name" in r else r["n"], r) for r in numbers[key]]
+    out += [("content_function", r["name"], r) for r in numbers["content_function"]["table"]]
+    out += [("recall_cliff", r["name"], r) for k in ("copy5", "token")
+            for r in numbers["recall_cliff"][k]]
+    return out
+
+
+def test_identical_tables_give_zero_gaps_and_cis_covering_zero(setup, brown_tagger,
+                                                               tmp_path):
+    docs, frame_a, loss_a, _ = setup
+    res = analyze(tables(frame_a, loss_a.copy()), docs, brown_tagger, n_boot=200)
+    numbers = json.loads(write_report(res, tmp_path, token_docs_per_domain=0)["json"]
+                         .read_text())
+    checked = 0
+    for section, name, r in _gap_numbers(numbers):
+        if r["mean"] is None:  # an empty bin (e.g. no 5-gram repeats that far back)
+            continue
+        assert r["mean"] == 0.0, (section, name)
+        assert r["lo"] <= 0.0 <= r["hi"], (section, name)
+        checked += 1
+    for r in numbers["open_close"]:
+        assert r["diff"] == 0.0 and r["lo"] <= 0.0 <= r["hi"]
+        checked += 1
+    d = numbers["content_function"]["diff"]
+    assert d["diff"] == 0.0 and d["lo"] <= 0.0 <= d["hi"]
+    s = numbers["vocab_slope"]
+    assert s["slope"] == 0.0 and s["lo"] <= 0.0 <= s["hi"]
+    for reg in numbers["regression"].values():
+        assert all(abs(t["coef"]) < 1e-12 for t in reg["terms"])
+    assert checked > 60
+    # The filtered losses of the two tables are equal too.
+    fl = numbers["filtered_losses"]
+    half = len(fl) // 2
+    assert [r["mean"] for r in fl[:half]] == [r["mean"] for r in fl[half:]]
+
+
+def test_analyze_app_end_to_end(setup, tmp_path):
+    from absl import flags
+
+    from hybrid_jax.analysis.table import write_table
+    from hybrid_jax.apps import analyze as app
+
+    docs, frame_a, loss_a, tags = setup
+    loss_b = synthetic.plant_gap(loss_a, families.has(tags, "noun"), 0.1)
+    write_table(frame_a, tmp_path / "a.parquet", model="transformer")
+    write_table(frame_a.assign(loss=loss_b), tmp_path / "b.parquet", model="hybrid")
+    with open(tmp_path / "docs.jsonl", "w") as f:
+        for d in docs.values():
+            f.write(json.dumps({"id": d.id, "domain": d.domain, "text": d.text}) + "\n")
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["analyze", f"--tables={tmp_path / 'a.parquet'},{tmp_path / 'b.parquet'}",
+                 f"--docs={tmp_path / 'docs.jsonl'}", f"--out={tmp_path / 'out'}",
+                 "--tagger=brown", "--n_boot=100", "--token_docs_per_domain=1"])
+    app.main([])
+    numbers = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert numbers["meta"]["a"] == "transformer" and numbers["meta"]["b"] == "hybrid"
+    (noun,) = [r for r in numbers["families"] if r["name"] == "noun"]
+    assert abs(noun["mean"] - 0.1) < 1e-9
+    assert np.isclose(numbers["domains"][0]["mean"], 0.1 * families.has(tags, "noun").mean())
