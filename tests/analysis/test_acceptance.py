@@ -139,3 +139,27 @@ def test_analyze_app_end_to_end(setup, tmp_path):
     (noun,) = [r for r in numbers["families"] if r["name"] == "noun"]
     assert abs(noun["mean"] - 0.1) < 1e-9
     assert np.isclose(numbers["domains"][0]["mean"], 0.1 * families.has(tags, "noun").mean())
+
+
+def test_three_models_with_checkpoints_get_filtered_loss_curves(setup, brown_tagger):
+    from hybrid_jax.analysis import filters
+    from hybrid_jax.analysis.figures import filtered_curves
+
+    docs, frame_a, loss_a, tags = setup
+    tabs = []
+    for model, shift in (("transformer", 0.0), ("hybrid", 0.2), ("recurrent", 0.1)):
+        for step in (100, 200):
+            loss = loss_a + shift + (0.3 if step == 100 else 0.0)
+            tabs.append(ScoreTable(f"{model}@{step}", frame_a.assign(loss=loss), model, step))
+    res = analyze(tabs, docs, brown_tagger, a="transformer@200", b="hybrid@200", n_boot=100)
+    assert res.numbers["meta"]["a"] == "transformer@200"
+    assert abs(res.frames["domains"].iloc[0]["mean"] + 0.2) < 1e-9  # B worse by 0.2
+    fl = res.frames["filtered_losses"].set_index(["table", "filter"])
+    rep = res.tokens["rep"].to_numpy()
+    masks = filters.masks_from_repeats(rep, filters.content_flags(tags))
+    want = filters.filtered_means(loss_a, masks)
+    for t in tabs:
+        shift = t.frame["loss"].iloc[0] - loss_a[0]
+        for f in filters.FILTERS:
+            assert abs(fl.loc[(t.name, f), "mean"] - (want[f] + shift)) < 1e-9
+    assert filtered_curves(res.frames["filtered_losses"]) is not None
