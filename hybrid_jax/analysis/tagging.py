@@ -173,12 +173,15 @@ class BrownTagger:
                 pass
         tagger = _train_brown(read_brown(zip_path))
         if use_cache:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            # Atomic: parallel test workers may train at once; the last rename wins.
-            fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(tagger, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, cache)
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                # Atomic: parallel test workers may train at once; the last rename wins.
+                fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp")
+                with os.fdopen(fd, "wb") as f:
+                    pickle.dump(tagger, f, protocol=pickle.HIGHEST_PROTOCOL)
+                os.replace(tmp, cache)
+            except OSError:  # a read-only home only costs the next run a retraining
+                pass
         return cls(tagger)
 
     def tag(self, texts: Sequence[str]) -> list[WordTags]:
