@@ -120,7 +120,7 @@ def jax_layer_outputs(model: Any, tokens: Tokens,
 
 
 # ---------------------------------------------------------------------------- transformers side
-def load_hf_model(hf_dir: str | os.PathLike, *, dtype: str = "float32") -> Any:
+def load_transformers_model(hf_dir: str | os.PathLike, *, dtype: str = "float32") -> Any:
     """A transformers causal LM from a local directory (never the hub), eager attention."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -214,4 +214,4 @@ def verify(
     hf_dtype: str = "float32",
 ) -> ParityReport:
     """Parity of `jax_model` against the transformers model stored in `hf_dir`."""
-    return compare(load_hf_model(hf_dir, dtype=hf_dtype), jax_model, tokens)
+    return compare(load_transformers_model(hf_dir, dtype=hf_dtype), jax_model, tokens)
