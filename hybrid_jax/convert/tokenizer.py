@@ -103,6 +103,11 @@ class HfTokenizer:
         return self._tok.decode([int(i) for i in np.asarray(ids).ravel()],
                                 skip_special_tokens=True)
 
+    def token_id(self, token: str) -> int | None:
+        """The id of vocabulary entry `token` (None if absent)."""
+        i = self._tok.token_to_id(token)
+        return None if i is None else int(i)
+
     def token_text(self, token_id: int) -> str:
         """A printable rendering of one token (its vocabulary string)."""
         s = self._tok.id_to_token(int(token_id))
