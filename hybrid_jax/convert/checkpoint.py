@@ -4,7 +4,7 @@ Layout of a checkpoint directory (what training, scoring and the analysis load):
 
     <dir>/model_config.json   {"format": "hybrid_jax.params/1", "model": ModelConfig
                                fields, "source": where the weights came from}
-    <dir>/params/             orbax (StandardCheckpointer) tree of
+    <dir>/params/             orbax PyTree checkpoint (OCDBT) of
                               nnx.state(LM(cfg), nnx.Param) as a nested dict with string
                               keys: {"embed": .., "layers": {"0": {"attn": ..}}, ..}
 
@@ -79,9 +79,11 @@ def save_checkpoint(
 ) -> pathlib.Path:
     """Write the parameters `leaves` ((path, array) per parameter of `LM(cfg)`) and `cfg`.
 
-    Leaves are consumed one at a time into the tree to save (numpy arrays are saved
-    without a further copy). Every parameter of `LM(cfg)` must be present with its
-    shape. Returns the checkpoint directory.
+    Leaves are consumed one at a time; numpy arrays are moved into CPU jax arrays as
+    they arrive (the numpy copy is dropped), because orbax copies numpy leaves whole
+    before writing but streams jax arrays (measured: 2.5 GiB of bf16 weights peaked at
+    6.9 GiB as numpy, 3.8 GiB as jax arrays). Every parameter of `LM(cfg)` must be
+    present with its shape. Returns the checkpoint directory.
     """
     import orbax.checkpoint as ocp
 
@@ -89,6 +91,7 @@ def save_checkpoint(
     if directory.exists() and not overwrite:
         raise CheckpointExistsError(f"{directory} exists; pass overwrite=True to replace it")
     expected = abstract_leaves(cfg)
+    _cpu = jax.local_devices(backend="cpu")[0]
     tree: dict[str, Any] = {}
     seen: set[Path] = set()
     for path, x in leaves:
@@ -98,11 +101,14 @@ def save_checkpoint(
         if tuple(x.shape) != tuple(expected[path].shape):
             raise ValueError(f"{'/'.join(map(str, path))}: shape {tuple(x.shape)}, model "
                              f"expects {tuple(expected[path].shape)}")
+        if isinstance(x, np.ndarray):
+            x = jax.device_put(x, _cpu)
         node = tree
         for p in path[:-1]:
             node = node.setdefault(_key(p), {})
         node[_key(path[-1])] = x
         seen.add(path)
+        del x
     missing = sorted("/".join(map(str, p)) for p in set(expected) - seen)
     if missing:
         raise KeyError(f"parameters missing from the checkpoint: {', '.join(missing)}")
@@ -111,8 +117,11 @@ def save_checkpoint(
     tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{time.time_ns()}"
     try:
         tmp.mkdir()
-        with ocp.StandardCheckpointer() as ckptr:
-            ckptr.save(tmp / PARAMS_DIR, tree)
+        # Synchronous, and at most 1 GB of arrays in flight: memory, not speed, bounds
+        # a 7B conversion on a 24 GiB host.
+        ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(save_concurrent_gb=1))
+        ckptr.save(tmp / PARAMS_DIR, args=ocp.args.PyTreeSave(tree))
+        del tree
         meta = {"format": FORMAT, "model": cfg.to_dict(), "source": source or {}}
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         if directory.exists():
@@ -202,8 +211,10 @@ def restore_state(
         (p, jax.ShapeDtypeStruct(v.get_value().shape, v.get_value().dtype,
                                  sharding=default if sharding is None else sharding(p, v)))
         for p, v in flat)
-    with ocp.StandardCheckpointer() as ckptr:
-        restored = ckptr.restore(directory / PARAMS_DIR, target)
+    # At most 1 GB read ahead: the host holds the restored arrays and little more.
+    ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=1))
+    restored = ckptr.restore(directory / PARAMS_DIR, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
     return nnx.from_flat_state([(p, v.replace(_lookup(restored, p))) for p, v in flat])
 
 
