@@ -139,7 +139,7 @@ def hf_layer_outputs(model: Any, tokens: Tokens) -> LayerOutputs:
 
     def as_np(t: Any) -> np.ndarray:
         t = t[0] if isinstance(t, tuple) else t
-        return t.detach().float().numpy()
+        return t.detach().float().cpu().numpy()
 
     def pre_hook(key: str):
         def hook(module, args, kwargs):
@@ -159,12 +159,14 @@ def hf_layer_outputs(model: Any, tokens: Tokens) -> LayerOutputs:
     hooks.append(model.model.norm.register_forward_hook(post_hook("norm")))
     try:
         with torch.no_grad():
-            out = model(torch.as_tensor(np.asarray(tokens), dtype=torch.long), use_cache=False)
+            device = next(model.parameters()).device
+            out = model(torch.as_tensor(np.asarray(tokens), dtype=torch.long, device=device),
+                        use_cache=False)
     finally:
         for h in hooks:
             h.remove()
     n = len(model.model.layers)
-    return LayerOutputs(out.logits.float().numpy(), [captured[f"in{i}"] for i in range(n)],
+    return LayerOutputs(out.logits.float().cpu().numpy(), [captured[f"in{i}"] for i in range(n)],
                         [captured[f"out{i}"] for i in range(n)], captured["norm"])
 
 
