@@ -234,18 +234,3 @@ def load_model(
     graphdef, _ = nnx.split(abstract_lm(cfg))
     return nnx.merge(graphdef, restore_state(directory, cfg, sharding=sharding))
 
-
-def iter_checkpoint_leaves(directory: str | os.PathLike
-                           ) -> tuple[ModelConfig, Iterable[tuple[Path, np.ndarray]]]:
-    """(config, (path, numpy array) per parameter) of a checkpoint, in key-map order."""
-    from flax import nnx
-
-    cfg = load_checkpoint_config(directory)
-    state = restore_state(directory, cfg)
-    leaves = [(tuple(p), v) for p, v in nnx.to_flat_state(state)]
-
-    def gen() -> Iterable[tuple[Path, np.ndarray]]:
-        for p, v in leaves:
-            yield p, np.asarray(v.get_value())
-
-    return cfg, gen()

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -390,7 +390,3 @@ def check_map_covers_model(cfg: ModelConfig) -> None:
             f"{sorted(map(str, mapped - actual))}"
         )
 
-
-def leaf_names(leaves: Iterable[Leaf]) -> list[str]:
-    """The canonical HF names of `leaves` (what an export writes)."""
-    return [leaf.hf_name for leaf in leaves]

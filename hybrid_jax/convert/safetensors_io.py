@@ -470,7 +470,3 @@ def write_safetensors(
         written.append(directory / INDEX_NAME)
     return written
 
-
-def dtype_name(dtype: Any) -> str:
-    """The safetensors dtype string ("BF16", "F32", ...) of a numpy/jax dtype."""
-    return _DTYPE_NAMES[np.dtype(dtype)]
