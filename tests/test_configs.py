@@ -23,7 +23,7 @@ def load(name: str):
 
 def test_lm_config_variants_build_the_presets():
     config = load("lm")("arch=recurrent,size=60m")
-    assert model_config(config) == research_model("recurrent", "60m")
+    assert model_config(config) == research_model("recurrent", "60m", dtype="bfloat16")
     config.model.d_model = 512
     config.model.head_dim = 64
     assert model_config(config).d_model == 512

@@ -135,15 +135,19 @@ def validate_frame(frame: pd.DataFrame, name: str = "table") -> pd.DataFrame:
 
 
 def read_table(path: str | pathlib.Path, name: str | None = None) -> ScoreTable:
-    """Reads and validates one parquet table. `name` defaults to its metadata model name
-    (plus "@step") or the file stem."""
+    """Reads and validates one parquet table: a file, or a directory of parquet shards
+    (the scorer's output; shards are concatenated in name order). `name` defaults to its
+    metadata model name (plus "@step") or the file stem."""
     path = pathlib.Path(path)
     if not path.exists():
         raise TableError(f"{path}: no such table")
+    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise TableError(f"{path}: a directory without parquet shards")
     try:
-        pt = pq.read_table(path)
+        pt = pa.concat_tables([pq.read_table(f) for f in files])
     except Exception as e:  # pyarrow raises several types for a bad file
-        raise TableError(f"{path}: not a readable parquet file ({e})") from e
+        raise TableError(f"{path}: not a readable parquet table ({e})") from e
     meta = pt.schema.metadata or {}
     model = meta.get(_META_MODEL, b"").decode() or None
     step_raw = meta.get(_META_STEP, b"").decode()

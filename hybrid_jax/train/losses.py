@@ -1,4 +1,5 @@
-"""Per-token cross-entropy, the one loss definition training, evals and scoring share."""
+"""Per-token cross-entropy and z-loss: the one loss definition training, evals and
+scoring share."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ def token_nll(logits: Logits, targets: Int[Array, "b t"]) -> Float[Array, "b t"]
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
     return log_z - target_logit
+
+
+def token_nll_and_log_z(
+    logits: Logits, targets: Int[Array, "b t"]
+) -> tuple[Float[Array, "b t"], Float[Array, "b t"]]:
+    """(-log p(target), log Z) per position, float32; log Z feeds the z-loss."""
+    logits = logits.astype(jnp.float32)
+    log_z = jax.nn.logsumexp(logits, axis=-1)
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+    return log_z - target_logit, log_z
 
 
 def masked_mean(values: Float[Array, "b t"], mask: Array) -> Float[Array, ""]:

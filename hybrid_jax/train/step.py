@@ -1,41 +1,97 @@
-"""The jitted training step: a pure function of (params, opt_state, batch).
+"""The jitted training and evaluation steps: pure functions of arrays.
 
-The model is split once (`nnx.split`) into a static graph definition and a parameter
-state; the step merges them inside `jit`, so nothing but arrays crosses the boundary,
-and the old parameters and optimizer state are donated to the new ones.
+The model is split once (`nnx.split`) into a static graph definition and its parameter
+state; the steps merge them inside `jit`, so nothing but arrays crosses the boundary.
+The training step donates the old state, accumulates gradients over micro-batches,
+and normalises by the number of target tokens of the whole batch, so the update does
+not depend on how the batch is split across micro-batches or devices.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from hybrid_jax.data.batch import Batch
-from hybrid_jax.train.losses import masked_mean, token_nll
+from hybrid_jax.train.losses import token_nll, token_nll_and_log_z
+from hybrid_jax.train.state import TrainState
 
 Metrics = dict[str, jax.Array]
-StepFn = Callable[[nnx.State, optax.OptState, Batch], tuple[nnx.State, optax.OptState, Metrics]]
 
 
-def batch_loss(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch) -> jax.Array:
-    """Mean next-token loss (nats) over the unmasked targets of a batch."""
+def _sums(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, z_loss: float):
+    """(objective sum, (nll sum, z sum, target count)) over one (micro-)batch."""
     model = nnx.merge(graphdef, params)
     logits = model(batch.inputs, segment_ids=batch.segment_ids)
-    return masked_mean(token_nll(logits, batch.targets), batch.loss_mask)
+    nll, log_z = token_nll_and_log_z(logits, batch.targets)
+    mask = batch.loss_mask.astype(jnp.float32)
+    nll_sum = jnp.sum(nll * mask)
+    z_sum = jnp.sum(jnp.square(log_z) * mask)
+    return nll_sum + z_loss * z_sum, (nll_sum, z_sum, jnp.sum(mask))
 
 
-def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation) -> StepFn:
-    """A jitted `step(params, opt_state, batch) -> (params, opt_state, metrics)`."""
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    *,
+    schedule: Callable[[jax.Array], jax.Array] | None = None,
+    z_loss: float = 0.0,
+    microbatches: int = 1,
+    state_sharding=None,
+    batch_sharding=None,
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """A jitted `step(state, batch) -> (state, metrics)`; `state` is donated.
 
-    def step(params: nnx.State, opt_state: Any, batch: Batch):
-        loss, grads = jax.value_and_grad(lambda p: batch_loss(graphdef, p, batch))(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
-        return params, opt_state, metrics
+    Metrics: loss (mean nats per target), z_loss, grad_norm, lr, tokens.
+    """
+    if microbatches < 1:
+        raise ValueError(f"microbatches must be >= 1, got {microbatches}")
+    grad_fn = jax.grad(lambda p, b: _sums(graphdef, p, b, z_loss), has_aux=True)
 
-    return jax.jit(step, donate_argnums=(0, 1))
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        b = batch.inputs.shape[0]
+        if b % microbatches:
+            raise ValueError(f"batch of {b} rows does not split into {microbatches} micro-batches")
+        if microbatches == 1:
+            grads, (nll_sum, z_sum, count) = grad_fn(state.params, batch)
+        else:
+            micro = jax.tree.map(
+                lambda x: x.reshape(microbatches, b // microbatches, *x.shape[1:]), batch)
+
+            def accumulate(carry, mb):
+                grads, sums = carry
+                g, s = grad_fn(state.params, Batch(*mb))
+                return (jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, sums, s)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, state.params)
+            init = (zeros, (jnp.zeros(()), jnp.zeros(()), jnp.zeros(())))
+            (grads, (nll_sum, z_sum, count)), _ = jax.lax.scan(accumulate, init, tuple(micro))
+        denom = jnp.maximum(count, 1.0)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": nll_sum / denom,
+            "z_loss": z_sum / denom,
+            "grad_norm": optax.global_norm(grads),
+            "lr": schedule(state.step) if schedule is not None else jnp.zeros(()),
+            "tokens": count,
+        }
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return jax.jit(step, donate_argnums=0, in_shardings=(state_sharding, batch_sharding),
+                   out_shardings=(state_sharding, None))
+
+
+def make_eval_step(graphdef: nnx.GraphDef, *, batch_sharding=None):
+    """A jitted `nll(params, batch) -> [b, t]` per-token losses in nats (unmasked)."""
+
+    def nll(params: nnx.State, batch: Batch) -> jax.Array:
+        model = nnx.merge(graphdef, params)
+        return token_nll(model(batch.inputs, segment_ids=batch.segment_ids), batch.targets)
+
+    return jax.jit(nll, in_shardings=(None, batch_sharding))

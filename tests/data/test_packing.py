@@ -23,13 +23,16 @@ def test_byte_tokenizer_offsets_map_back_to_text():
 
 
 def test_pack_documents_hand_case():
-    rows, segs = pack_documents([np.array([1, 2, 3]), np.array([4, 5])], seq_len=3, eos_id=9)
+    packed = pack_documents([np.array([1, 2, 3]), np.array([4, 5])], seq_len=3, eos_id=9)
     # stream: 1 2 3 9 4 5 9 -> rows of 4 tokens overlapping by one, tail padded with 0
-    np.testing.assert_array_equal(rows, [[1, 2, 3, 9], [9, 4, 5, 9]])
-    np.testing.assert_array_equal(segs, [[1, 1, 1, 1], [1, 2, 2, 2]])
-    rows, segs = pack_documents([np.array([1, 2, 3, 4, 5])], seq_len=3, eos_id=9)
-    np.testing.assert_array_equal(rows, [[1, 2, 3, 4], [4, 5, 9, 0]])
-    np.testing.assert_array_equal(segs, [[1, 1, 1, 1], [1, 1, 1, 0]])
+    np.testing.assert_array_equal(packed.tokens, [[1, 2, 3, 9], [9, 4, 5, 9]])
+    np.testing.assert_array_equal(packed.segment_ids, [[1, 1, 1, 1], [1, 2, 2, 2]])
+    np.testing.assert_array_equal(packed.doc_index, [[0, 0, 0, 0], [0, 1, 1, 1]])
+    np.testing.assert_array_equal(packed.token_index, [[0, 1, 2, 3], [3, 0, 1, 2]])
+    packed = pack_documents([np.array([1, 2, 3, 4, 5])], seq_len=3, eos_id=9)
+    np.testing.assert_array_equal(packed.tokens, [[1, 2, 3, 4], [4, 5, 9, 0]])
+    np.testing.assert_array_equal(packed.segment_ids, [[1, 1, 1, 1], [1, 1, 1, 0]])
+    np.testing.assert_array_equal(packed.token_index, [[0, 1, 2, 3], [3, 4, 5, -1]])
     with pytest.raises(ValueError, match="document 2 is empty"):
         pack_documents([np.array([1]), np.array([], np.int32)], 4, 9)
 

@@ -1,0 +1,108 @@
+"""Training throughput and MFU of the study's presets (synthetic tokens, one step fn).
+
+For each architecture x size: build the model sharded over all local devices (data
+parallel), bf16 compute with fp32 parameters and AdamW state, then time the jitted
+training step (the same `make_train_step` the trainer uses) on random tokens.
+Prints tokens/s and MFU per device and writes JSON. Not a test: run on the GPU machine.
+
+    python benchmarks/train_throughput.py --sizes=60m,190m,1b --out=train.json
+Anchor: OLMo-core reports about 55k tokens/s per H100 for a 1B transformer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from hybrid_jax.data.batch import Batch
+from hybrid_jax.models.lm import LM, count_params
+from hybrid_jax.models.presets import research_model
+from hybrid_jax.sharding import (
+    activation_sharding,
+    batch_sharding,
+    create_sharded_params,
+    make_mesh,
+)
+from hybrid_jax.train.flops import peak_flops_per_device, training_flops_per_token
+from hybrid_jax.train.state import TrainState
+from hybrid_jax.train.step import make_train_step
+
+
+def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: bool,
+          gdn_impl: str) -> dict:
+    cfg = research_model(arch, size, dtype="bfloat16", param_dtype="float32", remat=remat,
+                         gdn_impl=gdn_impl)
+    mesh = make_mesh({"data": -1})
+    graphdef, params = create_sharded_params(lambda: LM(cfg, rngs=nnx.Rngs(0)), mesh)
+    n_params = count_params(nnx.merge(graphdef, params))
+    tx = optax.adamw(1e-4, weight_decay=0.1)
+    state = jax.jit(lambda p: TrainState.create(p, tx))(params)
+    bsh = batch_sharding(mesh)
+    step = make_train_step(graphdef, tx, state_sharding=jax.tree.map(lambda x: x.sharding, state),
+                           batch_sharding=bsh)
+    rows = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq_len + 1))
+    data = jax.device_put(Batch.from_rows(rows), bsh)
+    with activation_sharding(mesh):
+        t0 = time.perf_counter()
+        state, m = step(state, data)
+        jax.block_until_ready(m["loss"])
+        compile_s = time.perf_counter() - t0
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            state, m = step(state, data)
+            jax.block_until_ready(m["loss"])
+            times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
+    tok_s = batch * seq_len / dt
+    peak = peak_flops_per_device()
+    flops = training_flops_per_token(cfg, seq_len)
+    return {
+        "arch": arch, "size": size, "params": n_params, "seq_len": seq_len, "batch": batch,
+        "step_s": dt, "tokens_per_s": tok_s, "tokens_per_s_per_device": tok_s / jax.device_count(),
+        "mfu": None if peak is None else tok_s * flops / (peak * jax.device_count()),
+        "compile_s": compile_s, "loss": float(m["loss"]), "remat": remat,
+        "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--archs", default="transformer,hybrid,recurrent")
+    p.add_argument("--sizes", default="60m,190m,370m,1b")
+    p.add_argument("--seq_len", type=int, default=4096)
+    p.add_argument("--batch", type=int, default=4, help="global windows per step")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--remat", action="store_true")
+    p.add_argument("--gdn_impl", default="auto")
+    p.add_argument("--out", default="train_throughput.json")
+    args = p.parse_args()
+    results = []
+    print(f"{'arch':<12}{'size':<6}{'params':>12}{'tok/s/dev':>12}{'MFU':>8}{'compile':>9}")
+    for size in args.sizes.split(","):
+        for arch in args.archs.split(","):
+            try:
+                r = bench(arch, size, seq_len=args.seq_len, batch=args.batch, steps=args.steps,
+                          remat=args.remat, gdn_impl=args.gdn_impl)
+            except Exception as e:  # e.g. out of memory: report and go on
+                r = {"arch": arch, "size": size, "error": f"{type(e).__name__}: {e}"[:300]}
+                print(f"{arch:<12}{size:<6} {r['error']}")
+            else:
+                mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+                print(f"{arch:<12}{size:<6}{r['params']:>12,}{r['tokens_per_s_per_device']:>12,.0f}"
+                      f"{mfu:>8}{r['compile_s']:>8.0f}s", flush=True)
+            results.append(r)
+            with open(args.out, "w") as f:
+                json.dump(results, f, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

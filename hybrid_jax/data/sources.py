@@ -1,0 +1,145 @@
+"""Document sources: JSONL files, plain-text globs, the embedded stdlib corpus.
+
+Every source yields `Document(id, domain, text)`. Bad documents never crash a run and
+are never silently lost: empty texts and non-UTF-8 bytes are skipped and counted, and
+the counts are reported (`SourceStats`) so a run's log says how much was dropped and why.
+
+Spec strings (for configs and flags), comma-separated:
+    jsonl:<glob>      one JSON object per line with `text`, optional `domain` and `id`
+    text:<glob>       one document per file; the domain is the parent directory name
+    stdlib            the embedded standard-library corpus (`stdlib_corpus.py`)
+    corpus:<dir>      every <dir>/<domain>.jsonl (e.g. ../shared/data/corpus)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import json
+import logging
+import pathlib
+from collections.abc import Iterable, Iterator
+
+from hybrid_jax.data.stdlib_corpus import Document, stdlib_documents
+
+log = logging.getLogger("hybrid_jax.data")
+
+__all__ = ["Document", "SourceStats", "load_documents", "iter_jsonl", "iter_text_files"]
+
+
+@dataclasses.dataclass
+class SourceStats:
+    """What a source read, and what it skipped, by reason."""
+
+    read: int = 0
+    skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+    def skip(self, reason: str, where: str) -> None:
+        if not self.skipped[reason]:
+            log.warning("skipping a document (%s) at %s; further ones are counted", reason,
+                        where)
+        self.skipped[reason] += 1
+
+    def summary(self) -> str:
+        parts = [f"{self.read} documents read"]
+        parts += [f"{n} skipped: {reason}" for reason, n in sorted(self.skipped.items())]
+        return ", ".join(parts)
+
+
+def _expand(pattern: str) -> list[pathlib.Path]:
+    paths = sorted(pathlib.Path(p) for p in glob.glob(pattern, recursive=True))
+    if not paths:
+        raise FileNotFoundError(f"no files match {pattern!r}")
+    return paths
+
+
+def iter_jsonl(pattern: str, stats: SourceStats) -> Iterator[Document]:
+    """Documents of JSONL files; a line without a string `text` is an error naming it."""
+    for path in _expand(pattern):
+        default_domain = path.stem
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                where = f"{path}:{lineno}"
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    stats.skip("not UTF-8", where)
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+                text = obj.get("text") if isinstance(obj, dict) else None
+                if not isinstance(text, str):
+                    raise ValueError(f"{where}: no string field 'text'")
+                if not text.strip():
+                    stats.skip("empty text", where)
+                    continue
+                stats.read += 1
+                yield Document(str(obj.get("id", f"{path.name}:{lineno}")),
+                               str(obj.get("domain", default_domain)), text)
+
+
+def iter_text_files(pattern: str, stats: SourceStats) -> Iterator[Document]:
+    """One document per file; domain = the parent directory's name."""
+    for path in _expand(pattern):
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            stats.skip("not UTF-8", str(path))
+            continue
+        if not text.strip():
+            stats.skip("empty text", str(path))
+            continue
+        stats.read += 1
+        yield Document(str(path), path.parent.name, text)
+
+
+def _iter_spec(spec: str, stats: SourceStats) -> Iterable[Document]:
+    kind, _, arg = spec.partition(":")
+    if kind == "jsonl":
+        return iter_jsonl(arg, stats)
+    if kind == "text":
+        return iter_text_files(arg, stats)
+    if kind == "corpus":
+        return iter_jsonl(str(pathlib.Path(arg) / "*.jsonl"), stats)
+    if kind == "stdlib":
+        docs = stdlib_documents()
+        stats.read += len(docs)
+        return docs
+    raise ValueError(f"unknown document source {spec!r}; use jsonl:<glob>, text:<glob>, "
+                     f"corpus:<dir> or stdlib")
+
+
+def load_documents(specs: str | Iterable[str]) -> tuple[list[Document], SourceStats]:
+    """All documents of comma-separated source specs, in a fixed order, with stats."""
+    if isinstance(specs, str):
+        specs = [s.strip() for s in specs.split(",") if s.strip()]
+    specs = list(specs)
+    if not specs:
+        raise ValueError("no document source given")
+    stats = SourceStats()
+    docs: list[Document] = []
+    for spec in specs:
+        docs.extend(_iter_spec(spec, stats))
+    if not docs:
+        raise ValueError(f"the sources {specs} hold no usable document ({stats.summary()})")
+    log.info("documents: %s", stats.summary())
+    return docs, stats
+
+
+def split_held_out(docs: list[Document], every: int) -> tuple[list[Document], list[Document]]:
+    """(train, held-out): every `every`-th document of each domain is held out."""
+    if every < 2:
+        raise ValueError(f"held-out stride must be >= 2, got {every}")
+    seen: collections.Counter = collections.Counter()
+    train, held = [], []
+    for d in docs:
+        (held if seen[d.domain] % every == every - 1 else train).append(d)
+        seen[d.domain] += 1
+    return train, held
