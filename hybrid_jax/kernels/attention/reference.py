@@ -6,7 +6,9 @@ Masks, for query i and key j (self-attention; queries are the last t of the s ke
                      Olmo 3's 4096 = jax `local_window_size=(4095, 0)`)
     segment ids      same document only (packed windows)
 Grouped-query attention: n query heads share g key/value heads, n % g == 0, query head
-i reading kv head i // (n // g). Logits and softmax are float32; the output takes q's dtype.
+i reading kv head i // (n // g). Logits and softmax are float32 (float32 inputs: exact
+float32 products; bf16 inputs: bf16 products accumulated in float32); the output takes
+q's dtype.
 """
 
 from __future__ import annotations
@@ -103,12 +105,18 @@ def attention_reference(
     s, gk = k.shape[1], k.shape[2]
     scale = h**-0.5 if scale is None else scale
     f32 = jnp.float32
-    q5 = q.astype(f32).reshape(b, t, gk, n // gk, h)
-    logits = jnp.einsum("btgrh,bsgh->bgrts", q5, k.astype(f32), precision=_HI) * scale
+    # float32 inputs: exact float32 products. bf16 / fp16 inputs: products of the
+    # inputs as given, accumulated in float32 (the numerics of fused attention kernels).
+    exact = q.dtype == f32
+    precision = _HI if exact else None
+    q5 = q.reshape(b, t, gk, n // gk, h)
+    logits = jnp.einsum("btgrh,bsgh->bgrts", q5, k, precision=precision,
+                        preferred_element_type=f32) * scale
     mask = attention_mask(t, s, causal=causal, window=window, segment_ids=segment_ids)
     mask = mask[:, None, None]  # [b, 1, 1, t, s]
     logits = jnp.where(mask, logits, jnp.finfo(f32).min)
     probs = jax.nn.softmax(logits, axis=-1)
-    probs = jnp.where(mask.any(-1, keepdims=True), probs, 0.0)
-    o = jnp.einsum("bgrts,bsgh->btgrh", probs, v.astype(f32), precision=_HI)
+    probs = jnp.where(mask.any(-1, keepdims=True), probs, 0.0).astype(v.dtype)
+    o = jnp.einsum("bgrts,bsgh->btgrh", probs, v, precision=precision,
+                   preferred_element_type=f32)
     return o.reshape(b, t, n, h).astype(q.dtype)

@@ -72,7 +72,15 @@ def gated_delta_rule_chunked(
     pad = num_chunks * c - t
 
     scale = default_scale(dk, scale)
-    q32 = q.astype(f32) * scale
+    # float32 inputs: every product exact in float32. bf16 / fp16 inputs: the q k^T and
+    # k k^T products take the inputs as they are (exact products, float32 sums) and the
+    # products with the float32 state run at the backend's default matmul precision
+    # (fla keeps its per-chunk states in the input dtype too); the triangular solve and
+    # the state itself stay float32.
+    exact = q.dtype == f32
+    hi = _HI if exact else None
+    low = f32 if exact else q.dtype
+    q32 = q.astype(f32)
     k32, v32 = k.astype(f32), v.astype(f32)
     g32, beta32 = g.astype(f32), beta.astype(f32)
     if segment_ids is None:
@@ -113,7 +121,9 @@ def gated_delta_rule_chunked(
     decay_out = jnp.exp(gamma_last[..., None] - gamma) * reaches_out  # [b, n, l, c]
     decay_chunk = jnp.exp(gamma_last) * (doc_last == doc_prev).astype(f32)  # [b, n, l]
 
-    kk = jnp.einsum("bnlik,bnljk->bnlij", kc, kc, precision=_HI)
+    k_low = kc.astype(low)  # exact: k came in as `low`
+    kk = jnp.einsum("bnlik,bnljk->bnlij", k_low, k_low, precision=hi,
+                    preferred_element_type=f32)
     m = jnp.where(strict, betac[..., :, None] * kk * decay_ij, 0.0)
     rhs = jnp.concatenate([betac[..., None] * vc, (betac * decay_in)[..., None] * kc], -1)
     # (I + M) X = rhs by forward substitution; the unit diagonal is implied.
@@ -121,17 +131,19 @@ def gated_delta_rule_chunked(
         m, rhs, left_side=True, lower=True, unit_diagonal=True
     )
     u, w = x[..., :dv], x[..., dv:]
-    qk = jnp.einsum("bnlik,bnljk->bnlij", qc, kc, precision=_HI) * decay_ij
-    q_in = qc * decay_in[..., None]
+    q_low = qc.astype(low)  # exact: q came in as `low`
+    qk = jnp.einsum("bnlik,bnljk->bnlij", q_low, k_low, precision=hi,
+                    preferred_element_type=f32) * (scale * decay_ij)
+    q_in = qc * (scale * decay_in)[..., None]
     k_out = kc * decay_out[..., None]
 
     def step(state, xs):
         u_l, w_l, qk_l, q_in_l, k_out_l, decay_l = xs
-        v_new = u_l - jnp.einsum("bnck,bnkv->bncv", w_l, state, precision=_HI)
-        o_l = jnp.einsum("bnck,bnkv->bncv", q_in_l, state, precision=_HI)
-        o_l = o_l + jnp.einsum("bnij,bnjv->bniv", qk_l, v_new, precision=_HI)
+        v_new = u_l - jnp.einsum("bnck,bnkv->bncv", w_l, state, precision=hi)
+        o_l = jnp.einsum("bnck,bnkv->bncv", q_in_l, state, precision=hi)
+        o_l = o_l + jnp.einsum("bnij,bnjv->bniv", qk_l, v_new, precision=hi)
         state = decay_l[..., None, None] * state + jnp.einsum(
-            "bnck,bncv->bnkv", k_out_l, v_new, precision=_HI
+            "bnck,bncv->bnkv", k_out_l, v_new, precision=hi
         )
         return state, o_l
 
