@@ -127,11 +127,21 @@ def state_shardings(abstract_state: nnx.State, mesh: Mesh, rules: Rules = DEFAUL
 
 
 def create_sharded_params(
-    build: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES
+    build: Any, mesh: Mesh, rules: Rules = DEFAULT_RULES, *, init_on: str = "auto"
 ) -> tuple[nnx.GraphDef, nnx.State]:
     """(graphdef, params) of `build()` (e.g. `lambda: LM(cfg, rngs=nnx.Rngs(seed))`),
-    created directly in their shards: nothing is materialised unsharded.
+    placed in their shards.
+
+    init_on="device": the constructor runs under `jit` with the target shardings as
+    outputs, so no device ever holds a full copy (used on CPU and TPU). "host": it runs
+    on the host CPU and each device receives only its slices. On GPUs XLA compiles the
+    sharded random initialisation very slowly (over 3 minutes for a 190M model on an
+    H100, against 6 s on a CPU), so "auto" picks "host" there. Both give the same values.
     """
+    if init_on == "auto":
+        init_on = "host" if jax.default_backend() == "gpu" else "device"
+    if init_on not in ("device", "host"):
+        raise ValueError(f"init_on={init_on!r} is not one of auto, device, host")
     abstract = nnx.eval_shape(build)
     graphdef, abstract_params = nnx.split(abstract, nnx.Param)
     shardings = state_shardings(abstract_params, mesh, rules)
@@ -139,7 +149,18 @@ def create_sharded_params(
     def init() -> nnx.State:
         return nnx.split(build(), nnx.Param)[1]
 
-    return graphdef, jax.jit(init, out_shardings=shardings)()
+    if init_on == "device":
+        return graphdef, jax.jit(init, out_shardings=shardings)()
+    host = jax.jit(init, backend="cpu")()
+
+    def place(var, sharding_var):
+        value = np.asarray(var.get_value())
+        sharding = sharding_var.get_value()
+        return var.replace(jax.make_array_from_callback(value.shape, sharding,
+                                                        lambda index: value[index]))
+
+    return graphdef, jax.tree.map(place, host, shardings,
+                                  is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def batch_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES, ndim: int = 2) -> NamedSharding:

@@ -61,7 +61,7 @@ def main(argv: list[str]) -> None:
 
 def _verify(hf_dir: str, ckpt: str, dtype: str) -> bool:
     from hybrid_jax.convert import checkpoint, parity
-    from hybrid_jax.convert.tokenizer import HfTokenizer
+    from hybrid_jax.data.hf_tokenizer import HfTokenizer
 
     tok = HfTokenizer(_TOKENIZER.value or hf_dir)
     tokens = parity.prompt_tokens(_VERIFY.value, tok, max_tokens=_MAX_TOKENS.value)

@@ -5,6 +5,7 @@
     safetensors_io  streaming / sliced reads, sharded loads onto a mesh, writes
     checkpoint      orbax parameter checkpoints + model_config.json; HF -> checkpoint
     export          hybrid_jax -> HF directory (bit-exact round trip)
-    tokenizer       tokenizer.json with character offsets, no BOS, EOS between documents
     parity          logits and per-layer differences against transformers
+
+The releases' tokenizer (tokenizer.json) is `hybrid_jax.data.hf_tokenizer`.
 """

@@ -352,36 +352,12 @@ def load_hf_model(
 def logical_sharding(
     mesh: jax.sharding.Mesh, rules: Mapping[str, str | Sequence[str] | None]
 ) -> Callable[[Path, Any], jax.sharding.Sharding]:
-    """A `sharding` function for `load_hf_state` from logical-axis rules.
+    """A `sharding` function for `load_hf_state` from logical-axis rules: each parameter's
+    logical axes map through `rules` (`hybrid_jax.sharding.param_sharding_fn`); a dim the
+    mesh axes do not divide stays replicated, so any release shape loads on any mesh."""
+    from hybrid_jax.sharding import param_sharding_fn
 
-    Each parameter's logical axes (its `out_sharding` metadata, e.g. ('embed', 'mlp'))
-    map through `rules` (logical name -> mesh axis or axes, None = replicated). A dim
-    that the mesh axes do not divide evenly, or a mesh axis already used by an earlier
-    dim, stays replicated (logged), so any release shape loads on any mesh.
-    """
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    def fn(path: Path, var: Any) -> jax.sharding.Sharding:
-        axes = var.get_metadata().get("out_sharding") or (None,) * len(var.get_value().shape)
-        spec: list[Any] = []
-        used: set[str] = set()
-        for dim, name in zip(var.get_value().shape, axes, strict=True):
-            mesh_axes = rules.get(name) if name is not None else None
-            if mesh_axes is None:
-                spec.append(None)
-                continue
-            mesh_axes = (mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes)
-            size = math.prod(mesh.shape[a] for a in mesh_axes)
-            if dim % size or used & set(mesh_axes):
-                log.info("%s: dim %d (%s) not sharded over %s", "/".join(map(str, path)),
-                         dim, name, mesh_axes)
-                spec.append(None)
-                continue
-            used |= set(mesh_axes)
-            spec.append(mesh_axes[0] if len(mesh_axes) == 1 else mesh_axes)
-        return NamedSharding(mesh, PartitionSpec(*spec))
-
-    return fn
+    return param_sharding_fn(mesh, rules)
 
 
 # ---------------------------------------------------------------------------- writing

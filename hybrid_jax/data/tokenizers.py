@@ -151,7 +151,7 @@ def load_tokenizer(spec: str) -> Tokenizer:
     if kind == "sentencepiece":
         return SentencePieceTokenizer.load(arg)
     if kind == "hf":
-        from hybrid_jax.convert.tokenizer import HfTokenizer
+        from hybrid_jax.data.hf_tokenizer import HfTokenizer
 
         return HfTokenizer(arg)
     raise ValueError(f"unknown tokenizer {spec!r}; use bytes, sentencepiece:<file> or "

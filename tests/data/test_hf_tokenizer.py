@@ -13,7 +13,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from hybrid_jax.convert.tokenizer import HfTokenizer
+from hybrid_jax.data.hf_tokenizer import HfTokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
 
