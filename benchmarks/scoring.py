@@ -1,0 +1,169 @@
+"""Scoring throughput at the 7B release shapes: hybrid_jax vs Hugging Face transformers.
+
+Random weights, bf16, windows of `--seq_len` tokens; per-token loss of every target.
+Run one implementation per process (JAX and torch each want the GPU's memory):
+
+    python benchmarks/scoring.py --impl=jax --model=olmo3_7b --out=jax_olmo3.json
+    python benchmarks/scoring.py --impl=hf --model=olmo3_7b --out=hf_olmo3.json
+    python benchmarks/scoring.py --report jax_*.json hf_*.json     # ratio table
+
+hybrid_jax: `scoring.score.make_scorer` (hidden states, then the LM head in vocabulary
+slices with float32 log-sum-exp, loss + entropy + rank). transformers: the model's
+logits (bf16) and a float32 log-softmax gather of the targets, which is what scoring
+with transformers means in practice. Not a test: run it on the GPU machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def bench_jax(model: str, seq_len: int, batch: int, iters: int, gdn_impl: str) -> dict:
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from hybrid_jax.data.batch import Batch
+    from hybrid_jax.models.lm import LM
+    from hybrid_jax.models.presets import RELEASES
+    from hybrid_jax.scoring.score import make_scorer
+    from hybrid_jax.sharding import batch_sharding, create_sharded_params, make_mesh
+
+    cfg = RELEASES[model](dtype="bfloat16", param_dtype="bfloat16", gdn_impl=gdn_impl)
+    mesh = make_mesh({"data": -1})
+    t0 = time.perf_counter()
+    graphdef, params = create_sharded_params(lambda: LM(cfg, rngs=nnx.Rngs(0)), mesh)
+    init_s = time.perf_counter() - t0
+    scorer = make_scorer(graphdef, batch_sharding=batch_sharding(mesh))
+    rows = np.random.default_rng(0).integers(0, 100_000, (batch, seq_len + 1))
+    data = jax.device_put(Batch.from_rows(rows), batch_sharding(mesh))
+    t0 = time.perf_counter()
+    jax.block_until_ready(scorer(params, data))
+    compile_s = time.perf_counter() - t0
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        jax.block_until_ready(scorer(params, data))
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
+    return {"impl": "hybrid_jax", "model": model, "seq_len": seq_len, "batch": batch,
+            "window_s": dt, "tokens_per_s": batch * seq_len / dt, "init_s": init_s,
+            "compile_s": compile_s, "device": jax.devices()[0].device_kind,
+            "gdn_impl": gdn_impl}
+
+
+def hf_config(model: str):
+    """The release configs of reference/olmo_architectures.md, for random-weight models."""
+    if model == "olmo3_7b":
+        from transformers import Olmo3Config
+
+        layer_types = ["full_attention" if i % 4 == 3 else "sliding_attention"
+                       for i in range(32)]
+        return Olmo3Config(
+            vocab_size=100278, hidden_size=4096, intermediate_size=11008,
+            num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=32,
+            max_position_embeddings=65536, rms_norm_eps=1e-6, sliding_window=4096,
+            layer_types=layer_types, pad_token_id=100277, eos_token_id=100257,
+            tie_word_embeddings=False, rope_theta=500000.0,
+            rope_scaling={"rope_type": "yarn", "factor": 8.0,
+                          "original_max_position_embeddings": 8192, "beta_fast": 32,
+                          "beta_slow": 1, "attention_factor": 1.2079441541679836})
+    from transformers import OlmoHybridConfig
+
+    return OlmoHybridConfig(
+        vocab_size=100352, hidden_size=3840, intermediate_size=11008, num_hidden_layers=32,
+        num_attention_heads=30, num_key_value_heads=30, linear_num_key_heads=30,
+        linear_num_value_heads=30, linear_key_head_dim=96, linear_value_head_dim=192,
+        linear_conv_kernel_dim=4, linear_allow_neg_eigval=True,
+        rope_parameters={"rope_theta": None}, max_position_embeddings=65536,
+        rms_norm_eps=1e-6, pad_token_id=100277, eos_token_id=100257,
+        tie_word_embeddings=False)
+
+
+def bench_hf(model: str, seq_len: int, batch: int, iters: int, attn: str) -> dict:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    with torch.device("cuda"):
+        m = AutoModelForCausalLM.from_config(hf_config(model), torch_dtype=torch.bfloat16,
+                                             attn_implementation=attn)
+    m.eval()
+    init_s = time.perf_counter() - t0
+    ids = torch.randint(0, 100_000, (batch, seq_len + 1), device="cuda")
+
+    @torch.no_grad()
+    def run():
+        logits = m(ids[:, :-1]).logits
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        return -logp.gather(-1, ids[:, 1:, None])[..., 0]
+
+    run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    dt = statistics.median(times)
+    return {"impl": "transformers", "model": model, "seq_len": seq_len, "batch": batch,
+            "window_s": dt, "tokens_per_s": batch * seq_len / dt, "init_s": init_s,
+            "attn": attn, "transformers": transformers.__version__,
+            "device": torch.cuda.get_device_name()}
+
+
+def report(files: list[str]) -> None:
+    rows = []
+    for f in files:
+        with open(f) as fh:
+            r = json.load(fh)
+        rows.extend(r if isinstance(r, list) else [r])
+    print(f"{'model':<16}{'impl':<14}{'tokens/s':>12}{'vs transformers':>18}")
+    for model in sorted({r["model"] for r in rows}):
+        hf = next((r for r in rows if r["model"] == model and r["impl"] == "transformers"
+                   and "tokens_per_s" in r), None)
+        for r in (r for r in rows if r["model"] == model):
+            if "tokens_per_s" not in r:
+                print(f"{model:<16}{r['impl']:<14} {r.get('error')}")
+                continue
+            ratio = f"{r['tokens_per_s'] / hf['tokens_per_s']:.2f}x" if hf else "-"
+            print(f"{model:<16}{r['impl']:<14}{r['tokens_per_s']:>12,.0f}{ratio:>18}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--impl", choices=["jax", "hf"])
+    p.add_argument("--model", default="olmo3_7b", choices=["olmo3_7b", "olmo_hybrid_7b"])
+    p.add_argument("--seq_len", type=int, default=8192)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--gdn_impl", default="auto")
+    p.add_argument("--attn", default="sdpa", help="transformers attn_implementation")
+    p.add_argument("--out", default="scoring.json")
+    p.add_argument("--report", nargs="*")
+    args = p.parse_args()
+    if args.report:
+        report(args.report)
+        return
+    try:
+        if args.impl == "jax":
+            r = bench_jax(args.model, args.seq_len, args.batch, args.iters, args.gdn_impl)
+        else:
+            r = bench_hf(args.model, args.seq_len, args.batch, args.iters, args.attn)
+    except Exception as e:  # keep the error in the results: a run that failed is a result
+        r = {"impl": "hybrid_jax" if args.impl == "jax" else "transformers",
+             "model": args.model, "error": f"{type(e).__name__}: {e}"[:400]}
+    print(json.dumps(r, indent=2))
+    with open(args.out, "w") as f:
+        json.dump(r, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
