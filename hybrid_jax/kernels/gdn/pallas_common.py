@@ -1,0 +1,381 @@
+"""Shared pieces of the Pallas gated-delta-rule kernels (GPU Triton and TPU Mosaic).
+
+The two backends differ in how they walk over memory (GPU: whole-array refs indexed by
+program ids, the chunk loop inside the kernel; TPU: BlockSpecs over a head-major layout,
+the chunk loop as a sequential grid axis with the state in VMEM scratch). The algebra
+per chunk is the same and lives here, written on loaded values with only the operations
+both lowerings support (iota, where, exp, reductions, 2-D dot_general).
+
+Notation per chunk of C tokens (reference/gated_deltanet.md section 3), gamma = the
+chunk-local fp32 cumsum of g, `rel` = document index relative to the document that was
+open before the chunk (0 = continues it):
+
+    Gam_ij = exp(gamma_i - gamma_j) if j <= i and rel_i == rel_j else 0   (masked first)
+    d_i    = exp(gamma_i) [rel_i == 0]                state entering the chunk reaches i
+    e_j    = exp(gamma_last - gamma_j) [rel_j == rel_last]   token j reaches the exit state
+    c      = exp(gamma_last) [rel_last == 0]          state carried through the chunk
+    M      = strict_lower(beta_i k_i.k_j Gam_ij),  A = (I + M)^-1
+    W      = A (beta d K),  U = A (beta V),  P = scale (Q K^T) Gam
+    V'     = U - W S,  O = scale (d Q) S + P V',  S <- c S + (e K)^T V'
+
+Document resets are these masks: no gate is ever set to -inf, so every exponent is
+<= 0 and finite. The triangular inverse: 16 x 16 diagonal blocks by forward
+substitution (one masked product per row index, all blocks at once), then the
+off-diagonal part exactly through (I + N)^-1 = (I - N)(I + N^2)(I + N^4)...
+with N = D^-1 M_off strictly block-lower, so N^(C/16) = 0 and the product is finite
+(no truncated series). Products that feed the inverse run in fp32; the large products
+take the input dtype (bf16 operands, fp32 accumulation), like fla.
+
+The custom_vjp (`make_core`) saves the inputs and the per-chunk states entering each
+chunk; the backward recomputes W and P (the WY kernel), runs the reverse state pass for
+dS and dV', then one parallel kernel per chunk for dq, dk, dv, dbeta and dgamma.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from hybrid_jax.kernels.gdn.reference import check_shapes, default_scale
+from hybrid_jax.segments import document_index
+
+F32 = jnp.float32
+INVERSE_BLOCK = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelConfig:
+    """Static choices shared by every kernel of one call (hashable: keys the core cache).
+
+    mm_dtype: operand dtype of the large products (the input dtype; fp32 or bf16).
+    mm_precision: their precision (HIGHEST for fp32 inputs: no tf32 on GPU).
+    inv_precision: precision of the fp32 products inside the triangular inverse.
+    """
+
+    chunk: int
+    scale: float
+    mm_dtype: Any
+    mm_precision: Any
+    inv_precision: Any
+    interpret: bool
+    block_v: int
+    num_warps: int = 4
+    num_warps_grads: int = 4
+    num_stages: int = 1
+
+
+def dot(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False,
+        dtype: Any = None, precision: Any = None) -> jax.Array:
+    """2-D product with fp32 accumulation; `ta` / `tb` contract over a's rows / b's cols."""
+    if dtype is not None:
+        a, b = a.astype(dtype), b.astype(dtype)
+    dims = (((0 if ta else 1,), (1 if tb else 0,)), ((), ()))
+    return lax.dot_general(a, b, dims, precision=precision, preferred_element_type=F32)
+
+
+class Decays(NamedTuple):
+    """Masked decay factors of one chunk (see the module docstring)."""
+
+    gam: jax.Array  # [C, C] Gam, lower triangle including the diagonal
+    d_in: jax.Array  # [C]
+    e_out: jax.Array  # [C]
+    c: jax.Array  # scalar
+    last: jax.Array  # [C] bool, the last position of the chunk
+
+
+def decays(gamma: jax.Array, rel: jax.Array) -> Decays:
+    """Decay factors from the chunk-local cumsum `gamma` [C] and relative doc index `rel`."""
+    c_len = gamma.shape[0]
+    i = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 0)
+    j = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 1)
+    last = lax.broadcasted_iota(jnp.int32, (c_len,), 0) == c_len - 1
+    gamma_last = jnp.sum(jnp.where(last, gamma, 0.0))
+    rel_last = jnp.sum(jnp.where(last, rel, 0.0))
+    keep = (i >= j) & (rel[:, None] == rel[None, :])
+    diff = gamma[:, None] - gamma[None, :]
+    gam = jnp.where(keep, jnp.exp(jnp.where(keep, diff, 0.0)), 0.0)
+    alive = rel == 0.0
+    d_in = jnp.where(alive, jnp.exp(jnp.where(alive, gamma, 0.0)), 0.0)
+    reach = rel == rel_last
+    e_out = jnp.where(reach, jnp.exp(jnp.where(reach, gamma_last - gamma, 0.0)), 0.0)
+    c = jnp.where(rel_last == 0.0, jnp.exp(gamma_last), 0.0)
+    return Decays(gam, d_in, e_out, c, last)
+
+
+def unit_lower_inverse(m: jax.Array, precision: Any) -> jax.Array:
+    """(I + m)^-1 for a strictly lower-triangular fp32 m [C, C], C a multiple of 16."""
+    c_len = m.shape[0]
+    blk = min(INVERSE_BLOCK, c_len)
+    i = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 0)
+    j = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 1)
+    eye = jnp.where(i == j, 1.0, 0.0).astype(F32)
+    same_block = (i // blk) == (j // blk)
+    m_diag = jnp.where(same_block, m, 0.0)
+    # Forward substitution inside every diagonal block at once: row r of each block is
+    # e_r - sum_{j<r} m_rj a_j, and rows j < r of `a` are final when row r is formed.
+    a = eye
+    for r in range(1, blk):
+        row = (i % blk) == r
+        a = jnp.where(row, eye - dot(jnp.where(row, m_diag, 0.0), a, precision=precision), a)
+    num_blocks = c_len // blk
+    if num_blocks > 1:
+        n = dot(a, jnp.where(same_block, 0.0, m), precision=precision)  # D^-1 M_off
+        x, power, reach = eye - n, n, 2
+        while reach < num_blocks:
+            power = dot(power, power, precision=precision)
+            x = dot(x, eye + power, precision=precision)
+            reach *= 2
+        a = dot(x, a, precision=precision)
+    return a
+
+
+def _strict(c_len: int) -> jax.Array:
+    i = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 0)
+    j = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 1)
+    return i > j
+
+
+def _kkt_and_inverse(k: jax.Array, beta: jax.Array, dec: Decays, cfg: KernelConfig):
+    kk = dot(k, k, tb=True, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
+    strict = _strict(k.shape[0])
+    m = jnp.where(strict, beta[:, None] * kk * dec.gam, 0.0)
+    return kk, strict, unit_lower_inverse(m, cfg.inv_precision)
+
+
+def wy_forward(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array, dec: Decays,
+               cfg: KernelConfig, *, with_u: bool = True):
+    """W [C, K], U [C, V] (None unless `with_u`) and P [C, C] of one chunk, fp32."""
+    _, _, a = _kkt_and_inverse(k, beta, dec, cfg)
+    xw = k.astype(F32) * (beta * dec.d_in)[:, None]
+    w = dot(a, xw, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
+    u = None
+    if with_u:
+        u = dot(a, v.astype(F32) * beta[:, None], dtype=cfg.mm_dtype,
+                precision=cfg.mm_precision)
+    qk = dot(q, k, tb=True, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
+    return w, u, cfg.scale * qk * dec.gam
+
+
+def state_forward(q, k, w, u, p, dec: Decays, s: jax.Array, cfg: KernelConfig):
+    """One chunk of the state pass on a V-block: returns (O [C, BV], next state)."""
+    mm, prec = cfg.mm_dtype, cfg.mm_precision
+    v_new = u.astype(F32) - dot(w, s, dtype=mm, precision=prec)
+    qd = q.astype(F32) * (cfg.scale * dec.d_in)[:, None]
+    o = dot(qd, s, dtype=mm, precision=prec) + dot(p, v_new, dtype=mm, precision=prec)
+    ke = k.astype(F32) * dec.e_out[:, None]
+    s = dec.c * s + dot(ke, v_new, ta=True, dtype=mm, precision=prec)
+    return o, s
+
+
+def state_backward(q, k, w, p, dec: Decays, do: jax.Array, ds: jax.Array,
+                   cfg: KernelConfig):
+    """Reverse step: given dO [C, BV] and dS after the chunk, (dV' [C, BV], dS before)."""
+    mm, prec = cfg.mm_dtype, cfg.mm_precision
+    ke = k.astype(F32) * dec.e_out[:, None]
+    dv_new = dot(p, do, ta=True, dtype=mm, precision=prec) + dot(ke, ds, dtype=mm,
+                                                                   precision=prec)
+    qd = q.astype(F32) * (cfg.scale * dec.d_in)[:, None]
+    ds_prev = (dec.c * ds + dot(qd, do, ta=True, dtype=mm, precision=prec)
+               - dot(w, dv_new, ta=True, dtype=mm, precision=prec))
+    return dv_new, ds_prev
+
+
+VBlock = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
+
+
+def chunk_grads(q, k, beta, dec: Decays, cfg: KernelConfig, num_v_blocks: int,
+                load_v_block: Callable[[int], VBlock],
+                store_dv: Callable[[int, jax.Array], None]):
+    """Gradients of one chunk given the saved state S and dS after it, dO and dV'.
+
+    `load_v_block(j)` returns (v, S, dS, dO, dV') restricted to V-block j; `store_dv`
+    writes dv of that block. Returns dq [C, K], dk [C, K], dbeta [C], dgamma [C] (fp32).
+    """
+    mm, prec, inv_prec = cfg.mm_dtype, cfg.mm_precision, cfg.inv_precision
+    c_len, dk_len = k.shape
+    k32, q32 = k.astype(F32), q.astype(F32)
+    kk, strict, a = _kkt_and_inverse(k, beta, dec, cfg)
+    xw = k32 * (beta * dec.d_in)[:, None]
+    w = dot(a, xw, dtype=mm, precision=prec)
+    dp = jnp.zeros((c_len, c_len), F32)
+    da = jnp.zeros((c_len, c_len), F32)
+    do_s = jnp.zeros((c_len, dk_len), F32)  # dO S^T
+    vn_ds = jnp.zeros((c_len, dk_len), F32)  # V' dS^T
+    dw = jnp.zeros((c_len, dk_len), F32)
+    dbeta = jnp.zeros((c_len,), F32)
+    dc = jnp.zeros((), F32)
+    for jb in range(num_v_blocks):
+        v, s, ds, do, dvn = load_v_block(jb)
+        xu = v.astype(F32) * beta[:, None]
+        dvn = dvn.astype(F32)
+        v_new = dot(a, xu, dtype=mm, precision=prec) - dot(w, s, dtype=mm, precision=prec)
+        dp += dot(do, v_new, tb=True, dtype=mm, precision=prec)
+        do_s += dot(do, s, tb=True, dtype=mm, precision=prec)
+        vn_ds += dot(v_new, ds, tb=True, dtype=mm, precision=prec)
+        dw -= dot(dvn, s, tb=True, dtype=mm, precision=prec)
+        da += dot(dvn, xu, tb=True, dtype=mm, precision=prec)
+        dc += jnp.sum(s.astype(F32) * ds.astype(F32))
+        dxu = dot(a, dvn, ta=True, dtype=mm, precision=prec)
+        store_dv(jb, dxu * beta[:, None])
+        dbeta += jnp.sum(dxu * v.astype(F32), axis=1)
+    # O = scale (d Q) S + P V' and S_next = c S + (e K)^T V'.
+    qk = dot(q, k, tb=True, dtype=mm, precision=prec)
+    dp_gam = cfg.scale * dp * dec.gam
+    dq = dot(dp_gam, k, dtype=mm, precision=prec) + (cfg.scale * dec.d_in)[:, None] * do_s
+    dk = dot(dp_gam, q, ta=True, dtype=mm, precision=prec) + dec.e_out[:, None] * vn_ds
+    d_d = cfg.scale * jnp.sum(q32 * do_s, axis=1)
+    d_e = jnp.sum(k32 * vn_ds, axis=1)
+    g_gam = cfg.scale * dp * qk
+    # W = A X_w, X_w = beta d K;  U = A (beta V) handled per V-block above.
+    da += dot(dw, xw, tb=True, dtype=mm, precision=prec)
+    dxw = dot(a, dw, ta=True, dtype=mm, precision=prec)
+    dxw_k = jnp.sum(dxw * k32, axis=1)
+    dk += dxw * (beta * dec.d_in)[:, None]
+    dbeta += dec.d_in * dxw_k
+    d_d += beta * dxw_k
+    # A = (I + M)^-1  =>  dM = -A^T dA A^T on the strict lower triangle.
+    dm = -dot(dot(a, da, ta=True, precision=inv_prec), a, tb=True, precision=inv_prec)
+    dm = jnp.where(strict, dm, 0.0)
+    dbeta += jnp.sum(dm * kk * dec.gam, axis=1)
+    dkk = dm * beta[:, None] * dec.gam
+    dk += dot(dkk, k, dtype=mm, precision=prec) + dot(dkk, k, ta=True, dtype=mm,
+                                                      precision=prec)
+    g_gam += dm * beta[:, None] * kk
+    # gamma enters through Gam_ij = exp(gamma_i - gamma_j), d, e and c.
+    h = g_gam * dec.gam
+    de = d_e * dec.e_out
+    dgamma = jnp.sum(h, axis=1) - jnp.sum(h, axis=0) + d_d * dec.d_in - de
+    dgamma += jnp.where(dec.last, jnp.sum(de) + dc * dec.c, 0.0)
+    return dq, dk, dbeta, dgamma
+
+
+# ----------------------------------------------------------------------- XLA glue
+def _next_pow2(x: int) -> int:
+    return max(16, 1 << (x - 1).bit_length())
+
+
+class Prepared(NamedTuple):
+    q: jax.Array
+    k: jax.Array
+    v: jax.Array
+    beta: jax.Array  # fp32
+    gamma: jax.Array  # fp32 chunk-local cumsum of g
+    rel: jax.Array  # [b, t] fp32 document index relative to the chunk's incoming one
+    h0: jax.Array  # fp32
+
+
+def prepare(q, k, v, g, beta, initial_state, segment_ids, chunk: int) -> Prepared:
+    """Pad T to a multiple of `chunk` and the head dims to powers of two (>= 16) with
+    zeros (the state is then unchanged by the padding), and form gamma and rel."""
+    b, t, n, dk = q.shape
+    dv = v.shape[-1]
+    num_chunks = -(-t // chunk)
+    tp, dkp, dvp = num_chunks * chunk, _next_pow2(dk), _next_pow2(dv)
+
+    def pad(x, d_to=None):
+        widths = [(0, 0), (0, tp - t)] + [(0, 0)] * (x.ndim - 2)
+        if d_to is not None:
+            widths[-1] = (0, d_to - x.shape[-1])
+        return jnp.pad(x, widths)
+
+    g32 = pad(g.astype(F32))
+    gamma = jnp.cumsum(g32.reshape(b, num_chunks, chunk, n), axis=2).reshape(b, tp, n)
+    if segment_ids is None:
+        rel = jnp.zeros((b, tp), F32)
+    else:
+        doc = jnp.pad(document_index(segment_ids), ((0, 0), (0, tp - t)), mode="edge")
+        doc = doc.reshape(b, num_chunks, chunk)
+        prev = jnp.concatenate([doc[:, :1, 0], doc[:, :-1, -1]], axis=1)
+        rel = (doc - prev[..., None]).astype(F32).reshape(b, tp)
+    if initial_state is None:
+        h0 = jnp.zeros((b, n, dkp, dvp), F32)
+    else:
+        h0 = jnp.pad(initial_state.astype(F32),
+                     ((0, 0), (0, 0), (0, dkp - dk), (0, dvp - dv)))
+    return Prepared(pad(q, dkp), pad(k, dkp), pad(v, dvp), pad(beta.astype(F32)),
+                    gamma, rel, h0)
+
+
+def make_config(q: jax.Array, v: jax.Array, *, scale: float | None, chunk: int,
+                interpret: bool, inv_precision: Any, block_v: int, num_warps: int = 4,
+                num_warps_grads: int = 4, num_stages: int = 1) -> KernelConfig:
+    """Kernel config for inputs q, v (dtype policy in KernelConfig's docstring)."""
+    if chunk not in (16, 32, 64, 128):
+        raise ValueError(f"chunk_size must be 16, 32, 64 or 128 for the Pallas GDN "
+                         f"kernels, got {chunk}")
+    if q.dtype not in (jnp.float32, jnp.bfloat16):
+        raise ValueError(f"Pallas GDN kernels take float32 or bfloat16 q/k/v, got {q.dtype}")
+    if v.dtype != q.dtype:
+        raise ValueError(f"q, k and v must share a dtype, got {q.dtype} and {v.dtype}")
+    exact = q.dtype == jnp.float32
+    return KernelConfig(
+        chunk=chunk, scale=default_scale(q.shape[-1], scale), mm_dtype=q.dtype,
+        mm_precision=lax.Precision.HIGHEST if exact else None,
+        inv_precision=lax.Precision.HIGHEST if exact else inv_precision,
+        interpret=interpret, block_v=block_v, num_warps=num_warps,
+        num_warps_grads=num_warps_grads, num_stages=num_stages)
+
+
+class Backend(Protocol):
+    """The four kernels of one platform, on that platform's layout of `Prepared`."""
+
+    def wy(self, cfg: KernelConfig, q, k, v, beta, gamma, rel, *, with_u: bool): ...
+    def state_fwd(self, cfg: KernelConfig, q, k, w, u, p, gamma, rel, h0, *,
+                  save_states: bool): ...
+    def state_bwd(self, cfg: KernelConfig, q, k, w, p, gamma, rel, do, dht): ...
+    def grads(self, cfg: KernelConfig, q, k, v, beta, gamma, rel, states, dstates, do,
+              dvn): ...
+
+
+@functools.lru_cache(maxsize=None)
+def make_core(backend: Backend, cfg: KernelConfig):
+    """(q, k, v, beta, gamma, rel, h0) -> (o, final state) with a kernel backward."""
+
+    def forward(q, k, v, beta, gamma, rel, h0, save_states):
+        w, u, p = backend.wy(cfg, q, k, v, beta, gamma, rel, with_u=True)
+        return backend.state_fwd(cfg, q, k, w, u, p, gamma, rel, h0,
+                                 save_states=save_states)
+
+    @jax.custom_vjp
+    def core(q, k, v, beta, gamma, rel, h0):
+        o, ht, _ = forward(q, k, v, beta, gamma, rel, h0, False)
+        return o, ht
+
+    def core_fwd(q, k, v, beta, gamma, rel, h0):
+        o, ht, states = forward(q, k, v, beta, gamma, rel, h0, True)
+        return (o, ht), (q, k, v, beta, gamma, rel, states)
+
+    def core_bwd(res, cts):
+        q, k, v, beta, gamma, rel, states = res
+        do, dht = cts
+        w, _, p = backend.wy(cfg, q, k, v, beta, gamma, rel, with_u=False)
+        dstates, dvn, dh0 = backend.state_bwd(cfg, q, k, w, p, gamma, rel,
+                                              do.astype(v.dtype), dht.astype(F32))
+        dq, dk, dv, dbeta, dgamma = backend.grads(cfg, q, k, v, beta, gamma, rel, states,
+                                                  dstates, do.astype(v.dtype), dvn)
+        return dq, dk, dv, dbeta, dgamma, jnp.zeros_like(rel), dh0
+
+    core.defvjp(core_fwd, core_bwd)
+    return core
+
+
+def run(backend: Backend, cfg: KernelConfig, q, k, v, g, beta, *, initial_state,
+        segment_ids, to_layout: Callable | None = None, from_layout: Callable | None = None):
+    """Check, prepare, run the kernels and crop back to [b, t, n, v] / [b, n, k, v]."""
+    check_shapes(q, k, v, g, beta, initial_state)
+    b, t, n, dk = q.shape
+    dv = v.shape[-1]
+    prep = prepare(q, k, v, g, beta, initial_state, segment_ids, cfg.chunk)
+    args = tuple(prep)
+    if to_layout is not None:
+        args = to_layout(*args)
+    o, ht = make_core(backend, cfg)(*args)
+    if from_layout is not None:
+        o = from_layout(o)
+    return o[:, :t, :, :dv].astype(v.dtype), ht[:, :, :dk, :dv]

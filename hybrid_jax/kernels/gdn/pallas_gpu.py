@@ -1,0 +1,231 @@
+"""Chunked gated delta rule as Pallas kernels for NVIDIA GPUs (Triton lowering).
+
+Why Triton and not Mosaic GPU: the work is many small (64 x 64, 64 x 128) products with
+masks, exps and reductions between them, in a sequential loop over chunks that carries
+a state in registers. Pallas' Triton lowering expresses exactly that (register tensors,
+`fori_loop`, strided loads from whole-array refs) and lets Triton pick the MMA layouts;
+Mosaic GPU wants warpgroup-sized tiles, explicit shared-memory pipelines and barriers,
+much more code for this shape of problem. It is also what fla uses, so the comparison
+is like for like.
+
+Layout: the inputs stay [b, t, n, d] (no transposes); every kernel takes whole-array
+refs and indexes them with its program ids. Four kernels (algebra in pallas_common.py):
+
+    wy          grid (chunk, head, batch), parallel. Per chunk: K K^T, the (I + M)^-1
+                inverse, W = A (beta d K), U = A (beta V), P = scale (Q K^T) Gam.
+                Writes W, U, P in the input dtype ([b, t, n, K | V | C]).
+    state_fwd   grid (V-block, head, batch); loops over the chunks carrying the fp32
+                state block S [K, BV] in registers; writes O and the final state, and,
+                under differentiation only, the states entering each chunk
+                ([b, n, chunks, K, V], input dtype, as fla).
+    state_bwd   same grid, chunks in reverse, carrying dS [K, BV]; writes dV' and dS
+                after each chunk (input dtype) and dS before the first (d initial state).
+    grads       grid (chunk, head, batch), parallel. Recomputes A, W, U, V' of its chunk
+                and produces dq, dk, dv, dbeta and dgamma; the V dimension is walked in
+                blocks of BV so the [K, BV] tiles of S and dS stay small.
+
+Memory plan: forward saves only the per-chunk states (2 K V bytes per 64 tokens per
+head in bf16); the backward re-runs `wy` (W and P) and recomputes U, V' inside `grads`.
+XLA does the O(t) glue: padding, the chunk-local cumsum of g (and, by autodiff, the
+reverse cumsum that turns dgamma into dg), document indices, cropping.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
+
+from hybrid_jax.kernels.gdn import pallas_common as pc
+from hybrid_jax.typing import GdnBeta, GdnGate, GdnQK, GdnState, GdnV, SegmentIds
+
+F32 = jnp.float32
+
+
+def _ids():
+    return pl.program_id(0), pl.program_id(1), pl.program_id(2)
+
+
+def _rows(l, chunk: int):
+    return pl.ds(pl.multiple_of(l * chunk, chunk), chunk)
+
+
+def _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, b, rows, h):
+    beta = None if beta_ref is None else beta_ref[b, rows, h]
+    return beta, pc.decays(gamma_ref[b, rows, h], rel_ref[b, rows])
+
+
+class _Triton:
+    """The Backend of pallas_common.make_core for the Triton lowering."""
+
+    def _call(self, kernel, cfg: pc.KernelConfig, grid, out_shape, *args,
+              num_warps: int | None = None):
+        return pl.pallas_call(
+            kernel, out_shape=out_shape, grid=grid, interpret=cfg.interpret,
+            compiler_params=pltriton.CompilerParams(
+                num_warps=num_warps or cfg.num_warps, num_stages=cfg.num_stages),
+        )(*args)
+
+    # ---------------------------------------------------------------- forward
+    def wy(self, cfg, q, k, v, beta, gamma, rel, *, with_u: bool):
+        b, t, n, dk = q.shape
+        dv, c = v.shape[-1], cfg.chunk
+
+        def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, *outs):
+            l, h, bi = _ids()
+            rows = _rows(l, c)
+            beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
+            w, u, p = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
+                                    v_ref[bi, rows, h, :] if with_u else None, beta, dec,
+                                    cfg, with_u=with_u)
+            w_ref[bi, rows, h, :] = w.astype(w_ref.dtype)
+            if with_u:
+                u_ref, p_ref = outs
+                u_ref[bi, rows, h, :] = u.astype(u_ref.dtype)
+            else:
+                (p_ref,) = outs
+            p_ref[bi, rows, h, :] = p.astype(p_ref.dtype)
+
+        mm = cfg.mm_dtype
+        shapes = [jax.ShapeDtypeStruct((b, t, n, dk), mm)]
+        if with_u:
+            shapes.append(jax.ShapeDtypeStruct((b, t, n, dv), mm))
+        shapes.append(jax.ShapeDtypeStruct((b, t, n, c), mm))
+        outs = self._call(kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel)
+        return (outs[0], outs[1], outs[2]) if with_u else (outs[0], None, outs[1])
+
+    def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save_states: bool):
+        b, t, n, dk = q.shape
+        dv, c, bv = u.shape[-1], cfg.chunk, min(cfg.block_v, u.shape[-1])
+        num_chunks = t // c
+
+        def kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref, h0_ref, o_ref,
+                   ht_ref, *states_ref):
+            j, h, bi = _ids()
+            cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
+
+            def body(l, s):
+                rows = _rows(l, c)
+                if save_states:
+                    states_ref[0][bi, h, l, :, cols] = s.astype(states_ref[0].dtype)
+                _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
+                o, s = pc.state_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
+                                        w_ref[bi, rows, h, :], u_ref[bi, rows, h, cols],
+                                        p_ref[bi, rows, h, :], dec, s, cfg)
+                o_ref[bi, rows, h, cols] = o.astype(o_ref.dtype)
+                return s
+
+            s = lax.fori_loop(0, num_chunks, body, h0_ref[bi, h, :, cols])
+            ht_ref[bi, h, :, cols] = s
+
+        shapes = [jax.ShapeDtypeStruct((b, t, n, dv), q.dtype),
+                  jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
+        if save_states:
+            shapes.append(jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype))
+        outs = self._call(kernel, cfg, (dv // bv, n, b), shapes,
+                          q, k, w, u, p, gamma, rel, h0)
+        return outs[0], outs[1], (outs[2] if save_states else None)
+
+    # --------------------------------------------------------------- backward
+    def state_bwd(self, cfg, q, k, w, p, gamma, rel, do, dht):
+        b, t, n, dk = q.shape
+        dv, c, bv = do.shape[-1], cfg.chunk, min(cfg.block_v, do.shape[-1])
+        num_chunks = t // c
+
+        def kernel(q_ref, k_ref, w_ref, p_ref, gamma_ref, rel_ref, do_ref, dht_ref,
+                   dstates_ref, dvn_ref, dh0_ref):
+            j, h, bi = _ids()
+            cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
+
+            def body(i, ds):
+                l = num_chunks - 1 - i
+                rows = _rows(l, c)
+                dstates_ref[bi, h, l, :, cols] = ds.astype(dstates_ref.dtype)
+                _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
+                dvn, ds = pc.state_backward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
+                                            w_ref[bi, rows, h, :], p_ref[bi, rows, h, :],
+                                            dec, do_ref[bi, rows, h, cols], ds, cfg)
+                dvn_ref[bi, rows, h, cols] = dvn.astype(dvn_ref.dtype)
+                return ds
+
+            ds = lax.fori_loop(0, num_chunks, body, dht_ref[bi, h, :, cols])
+            dh0_ref[bi, h, :, cols] = ds
+
+        mm = cfg.mm_dtype
+        shapes = [jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), mm),
+                  jax.ShapeDtypeStruct((b, t, n, dv), mm),
+                  jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
+        return self._call(kernel, cfg, (dv // bv, n, b), shapes,
+                          q, k, w, p, gamma, rel, do, dht)
+
+    def grads(self, cfg, q, k, v, beta, gamma, rel, states, dstates, do, dvn):
+        b, t, n, dk = q.shape
+        dv, c, bv = v.shape[-1], cfg.chunk, min(cfg.block_v, v.shape[-1])
+
+        def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref, ds_ref,
+                   do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref, dgamma_ref):
+            l, h, bi = _ids()
+            rows = _rows(l, c)
+            beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
+
+            def load(jb: int):
+                cols = pl.ds(jb * bv, bv)
+                return (v_ref[bi, rows, h, cols], s_ref[bi, h, l, :, cols],
+                        ds_ref[bi, h, l, :, cols], do_ref[bi, rows, h, cols],
+                        dvn_ref[bi, rows, h, cols])
+
+            def store_dv(jb: int, x):
+                dv_ref[bi, rows, h, pl.ds(jb * bv, bv)] = x.astype(dv_ref.dtype)
+
+            dq, dk_, dbeta, dgamma = pc.chunk_grads(
+                q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], beta, dec, cfg, dv // bv,
+                load, store_dv)
+            dq_ref[bi, rows, h, :] = dq.astype(dq_ref.dtype)
+            dk_ref[bi, rows, h, :] = dk_.astype(dk_ref.dtype)
+            dbeta_ref[bi, rows, h] = dbeta
+            dgamma_ref[bi, rows, h] = dgamma
+
+        shapes = [jax.ShapeDtypeStruct(q.shape, q.dtype),
+                  jax.ShapeDtypeStruct(k.shape, k.dtype),
+                  jax.ShapeDtypeStruct(v.shape, v.dtype),
+                  jax.ShapeDtypeStruct(beta.shape, F32),
+                  jax.ShapeDtypeStruct(gamma.shape, F32)]
+        return self._call(kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel,
+                          states, dstates, do, dvn, num_warps=cfg.num_warps_grads)
+
+
+_BACKEND = _Triton()
+
+
+def gated_delta_rule_pallas_gpu(
+    q: GdnQK,
+    k: GdnQK,
+    v: GdnV,
+    g: GdnGate,
+    beta: GdnBeta,
+    *,
+    scale: float | None = None,
+    initial_state: GdnState | None = None,
+    segment_ids: SegmentIds | None = None,
+    chunk_size: int = 64,
+    block_v: int = 64,
+    num_warps: int = 4,
+    num_warps_grads: int = 4,
+    interpret: bool = False,
+) -> tuple[GdnV, GdnState]:
+    """Gated delta rule through the Triton kernels; contract of `reference.py`.
+
+    q, k, v: float32 or bfloat16 (one dtype); g, beta any float dtype (computed fp32).
+    Head dims are zero-padded to powers of two (>= 16) and T to a multiple of the chunk.
+    `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
+    """
+    cfg = pc.make_config(q, v, scale=scale, chunk=chunk_size, interpret=interpret,
+                         inv_precision=lax.Precision.DEFAULT, block_v=block_v,
+                         num_warps=num_warps, num_warps_grads=num_warps_grads)
+    return pc.run(_BACKEND, cfg, q, k, v, g, beta, initial_state=initial_state,
+                  segment_ids=segment_ids)
+
+
+__all__ = ["gated_delta_rule_pallas_gpu"]

@@ -1,0 +1,256 @@
+"""Chunked gated delta rule as Pallas kernels for TPU (Mosaic).
+
+Same four kernels and custom_vjp as the GPU version (algebra and memory plan in
+pallas_common.py), arranged the TPU way:
+
+  * layout: head-major [b, n, t, d] (one transpose in XLA at entry and exit), so every
+    block's last two dims are (chunk, head dim), the shapes the MXU and VMEM tiling
+    want; the per-token scalars (beta, gamma, relative doc index) come as whole rows
+    per (batch, head) and are sliced per chunk inside the kernel.
+  * grids are (batch, head, chunk). `wy` and `grads` are parallel over all three. The
+    two state passes mark the chunk axis "arbitrary" (sequential, in order; reversed
+    through the index maps for the backward) and carry the fp32 state S [K, V], or dS,
+    in a VMEM scratch buffer across grid steps: the state never leaves VMEM between
+    chunks. Whole-V blocks: a [K, V] fp32 state is at most 256 KB.
+  * every product inside the triangular inverse runs at HIGHEST precision (bf16 MXU
+    passes would break (I + M) A = I; reference/gated_deltanet.md section 4.3).
+
+Status: correctness is tested in interpret mode on CPU (`interpret=True`); this code
+has not been compiled by Mosaic on a real TPU in this repository.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import tpu as pltpu
+
+from hybrid_jax.kernels.gdn import pallas_common as pc
+from hybrid_jax.typing import GdnBeta, GdnGate, GdnQK, GdnState, GdnV, SegmentIds
+
+F32 = jnp.float32
+_PAR, _SEQ = "parallel", "arbitrary"
+
+
+def _chunk_scalars(l, chunk: int, beta_ref, gamma_ref, rel_ref):
+    rows = pl.ds(pl.multiple_of(l * chunk, chunk), chunk)
+    beta = None if beta_ref is None else beta_ref[rows]
+    return beta, pc.decays(gamma_ref[rows], rel_ref[rows])
+
+
+class _Mosaic:
+    """The Backend of pallas_common.make_core for TPU, on the [b, n, t, d] layout."""
+
+    def _call(self, kernel, cfg, grid, semantics, in_specs, out_specs, out_shape, *args,
+              scratch=()):
+        return pl.pallas_call(
+            kernel, out_shape=out_shape, grid=grid, in_specs=in_specs,
+            out_specs=out_specs, scratch_shapes=scratch, interpret=cfg.interpret,
+            compiler_params=pltpu.CompilerParams(dimension_semantics=semantics),
+        )(*args)
+
+    @staticmethod
+    def _specs(t: int, c: int, reverse_chunks: int | None = None):
+        """BlockSpec makers over grid (batch, head, chunk); `reverse_chunks` = number of
+        chunks when the chunk axis runs backwards."""
+
+        def chunk_of(l):
+            return l if reverse_chunks is None else reverse_chunks - 1 - l
+
+        def tokens(d: int):
+            return pl.BlockSpec((None, None, c, d), lambda b, h, l: (b, h, chunk_of(l), 0))
+
+        row = pl.BlockSpec((None, None, t), lambda b, h, l: (b, h, 0))
+        rel_row = pl.BlockSpec((None, t), lambda b, h, l: (b, 0))
+        return tokens, row, rel_row, chunk_of
+
+    # ---------------------------------------------------------------- forward
+    def wy(self, cfg, q, k, v, beta, gamma, rel, *, with_u: bool):
+        b, n, t, dk = q.shape
+        dv, c = v.shape[-1], cfg.chunk
+        tokens, row, rel_row, _ = self._specs(t, c)
+
+        def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, *outs):
+            beta, dec = _chunk_scalars(pl.program_id(2), c, beta_ref, gamma_ref, rel_ref)
+            w, u, p = pc.wy_forward(q_ref[...], k_ref[...], v_ref[...], beta, dec, cfg,
+                                    with_u=with_u)
+            w_ref[...] = w.astype(w_ref.dtype)
+            if with_u:
+                outs[0][...] = u.astype(outs[0].dtype)
+            outs[-1][...] = p.astype(outs[-1].dtype)
+
+        mm = cfg.mm_dtype
+        shapes = [jax.ShapeDtypeStruct((b, n, t, dk), mm)]
+        out_specs = [tokens(dk)]
+        if with_u:
+            shapes.append(jax.ShapeDtypeStruct((b, n, t, dv), mm))
+            out_specs.append(tokens(dv))
+        shapes.append(jax.ShapeDtypeStruct((b, n, t, c), mm))
+        out_specs.append(tokens(c))
+        outs = self._call(kernel, cfg, (b, n, t // c), (_PAR,) * 3,
+                          [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row],
+                          out_specs, shapes, q, k, v, beta, gamma, rel)
+        return (outs[0], outs[1], outs[2]) if with_u else (outs[0], None, outs[1])
+
+    def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save_states: bool):
+        b, n, t, dk = q.shape
+        dv, c = u.shape[-1], cfg.chunk
+        num_chunks = t // c
+        tokens, row, rel_row, _ = self._specs(t, c)
+        whole_state = pl.BlockSpec((None, None, dk, dv), lambda b, h, l: (b, h, 0, 0))
+        per_chunk_state = pl.BlockSpec((None, None, None, dk, dv),
+                                       lambda b, h, l: (b, h, l, 0, 0))
+
+        def kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref, h0_ref, o_ref,
+                   ht_ref, *rest):
+            *states_ref, s_ref = rest
+            l = pl.program_id(2)
+
+            @pl.when(l == 0)
+            def _():
+                s_ref[...] = h0_ref[...]
+
+            s = s_ref[...]
+            if save_states:
+                states_ref[0][...] = s.astype(states_ref[0].dtype)
+            _, dec = _chunk_scalars(l, c, None, gamma_ref, rel_ref)
+            o, s = pc.state_forward(q_ref[...], k_ref[...], w_ref[...], u_ref[...],
+                                    p_ref[...], dec, s, cfg)
+            o_ref[...] = o.astype(o_ref.dtype)
+            s_ref[...] = s
+
+            @pl.when(l == num_chunks - 1)
+            def _():
+                ht_ref[...] = s
+
+        shapes = [jax.ShapeDtypeStruct((b, n, t, dv), q.dtype),
+                  jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
+        out_specs = [tokens(dv), whole_state]
+        if save_states:
+            shapes.append(jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype))
+            out_specs.append(per_chunk_state)
+        outs = self._call(
+            kernel, cfg, (b, n, num_chunks), (_PAR, _PAR, _SEQ),
+            [tokens(dk), tokens(dk), tokens(dk), tokens(dv), tokens(c), row, rel_row,
+             whole_state], out_specs, shapes, q, k, w, u, p, gamma, rel, h0,
+            scratch=[pltpu.VMEM((dk, dv), F32)])
+        return outs[0], outs[1], (outs[2] if save_states else None)
+
+    # --------------------------------------------------------------- backward
+    def state_bwd(self, cfg, q, k, w, p, gamma, rel, do, dht):
+        b, n, t, dk = q.shape
+        dv, c = do.shape[-1], cfg.chunk
+        num_chunks = t // c
+        tokens, row, rel_row, chunk_of = self._specs(t, c, reverse_chunks=num_chunks)
+        whole_state = pl.BlockSpec((None, None, dk, dv), lambda b, h, l: (b, h, 0, 0))
+        per_chunk_state = pl.BlockSpec((None, None, None, dk, dv),
+                                       lambda b, h, l: (b, h, chunk_of(l), 0, 0))
+
+        def kernel(q_ref, k_ref, w_ref, p_ref, gamma_ref, rel_ref, do_ref, dht_ref,
+                   dstates_ref, dvn_ref, dh0_ref, ds_ref):
+            i = pl.program_id(2)
+
+            @pl.when(i == 0)
+            def _():
+                ds_ref[...] = dht_ref[...]
+
+            ds = ds_ref[...]
+            dstates_ref[...] = ds.astype(dstates_ref.dtype)
+            _, dec = _chunk_scalars(chunk_of(i), c, None, gamma_ref, rel_ref)
+            dvn, ds = pc.state_backward(q_ref[...], k_ref[...], w_ref[...], p_ref[...],
+                                        dec, do_ref[...], ds, cfg)
+            dvn_ref[...] = dvn.astype(dvn_ref.dtype)
+            ds_ref[...] = ds
+
+            @pl.when(i == num_chunks - 1)
+            def _():
+                dh0_ref[...] = ds
+
+        mm = cfg.mm_dtype
+        shapes = [jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), mm),
+                  jax.ShapeDtypeStruct((b, n, t, dv), mm),
+                  jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
+        return self._call(
+            kernel, cfg, (b, n, num_chunks), (_PAR, _PAR, _SEQ),
+            [tokens(dk), tokens(dk), tokens(dk), tokens(c), row, rel_row, tokens(dv),
+             whole_state], [per_chunk_state, tokens(dv), whole_state], shapes,
+            q, k, w, p, gamma, rel, do, dht, scratch=[pltpu.VMEM((dk, dv), F32)])
+
+    def grads(self, cfg, q, k, v, beta, gamma, rel, states, dstates, do, dvn):
+        b, n, t, dk = q.shape
+        dv, c = v.shape[-1], cfg.chunk
+        tokens, row, rel_row, _ = self._specs(t, c)
+        per_chunk_state = pl.BlockSpec((None, None, None, dk, dv),
+                                       lambda b, h, l: (b, h, l, 0, 0))
+        chunk_row = pl.BlockSpec((None, None, c), lambda b, h, l: (b, h, l))
+
+        def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref, ds_ref,
+                   do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref, dgamma_ref):
+            beta, dec = _chunk_scalars(pl.program_id(2), c, beta_ref, gamma_ref, rel_ref)
+
+            def load(_: int):
+                return v_ref[...], s_ref[...], ds_ref[...], do_ref[...], dvn_ref[...]
+
+            def store_dv(_: int, x):
+                dv_ref[...] = x.astype(dv_ref.dtype)
+
+            dq, dk_, dbeta, dgamma = pc.chunk_grads(q_ref[...], k_ref[...], beta, dec,
+                                                    cfg, 1, load, store_dv)
+            dq_ref[...] = dq.astype(dq_ref.dtype)
+            dk_ref[...] = dk_.astype(dk_ref.dtype)
+            dbeta_ref[...] = dbeta
+            dgamma_ref[...] = dgamma
+
+        shapes = [jax.ShapeDtypeStruct(q.shape, q.dtype),
+                  jax.ShapeDtypeStruct(k.shape, k.dtype),
+                  jax.ShapeDtypeStruct(v.shape, v.dtype),
+                  jax.ShapeDtypeStruct(beta.shape, F32),
+                  jax.ShapeDtypeStruct(gamma.shape, F32)]
+        return self._call(
+            kernel, cfg, (b, n, t // c), (_PAR,) * 3,
+            [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row, per_chunk_state,
+             per_chunk_state, tokens(dv), tokens(dv)],
+            [tokens(dk), tokens(dk), tokens(dv), chunk_row, chunk_row], shapes,
+            q, k, v, beta, gamma, rel, states, dstates, do, dvn)
+
+
+_BACKEND = _Mosaic()
+
+
+def _to_head_major(q, k, v, beta, gamma, rel, h0):
+    return (*(jnp.swapaxes(x, 1, 2) for x in (q, k, v, beta, gamma)), rel, h0)
+
+
+def _to_time_major(o):
+    return jnp.swapaxes(o, 1, 2)
+
+
+def gated_delta_rule_pallas_tpu(
+    q: GdnQK,
+    k: GdnQK,
+    v: GdnV,
+    g: GdnGate,
+    beta: GdnBeta,
+    *,
+    scale: float | None = None,
+    initial_state: GdnState | None = None,
+    segment_ids: SegmentIds | None = None,
+    chunk_size: int = 64,
+    interpret: bool = False,
+) -> tuple[GdnV, GdnState]:
+    """Gated delta rule through the Mosaic kernels; contract of `reference.py`.
+
+    q, k, v: float32 or bfloat16 (one dtype); g, beta any float dtype (computed fp32).
+    `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
+    """
+    cfg = pc.make_config(q, v, scale=scale, chunk=chunk_size, interpret=interpret,
+                         inv_precision=lax.Precision.HIGHEST,
+                         block_v=0)  # whole-V blocks on TPU
+    return pc.run(_BACKEND, cfg, q, k, v, g, beta, initial_state=initial_state,
+                  segment_ids=segment_ids, to_layout=_to_head_major,
+                  from_layout=_to_time_major)
+
+
+__all__ = ["gated_delta_rule_pallas_tpu"]
