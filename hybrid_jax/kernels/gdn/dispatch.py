@@ -2,30 +2,56 @@
 
     xla        chunked UT/WY form in plain JAX (`chunked.py`): runs everywhere.
     recurrent  per-token scan (`reference.py`): the ground truth, slow; for tests.
-    pallas     fused Pallas kernels for GPU / TPU (not built yet).
-    auto       the fastest available for the platform (today: xla everywhere).
+    pallas     Pallas kernels: Triton on GPU (`pallas_gpu.py`), Mosaic on TPU
+               (`pallas_tpu.py`). On CPU only in Pallas' interpret mode, for tests, and
+               only when the environment variable HYBRID_JAX_GDN_PALLAS_INTERPRET names
+               which kernel to interpret ('gpu' or 'tpu'); otherwise an error.
+    auto       pallas on GPU and TPU, xla on CPU; the choice is logged once.
 """
 
 from __future__ import annotations
 
+import os
+
 from hybrid_jax.kernels.gdn.chunked import gated_delta_rule_chunked
+from hybrid_jax.kernels.gdn.pallas_gpu import gated_delta_rule_pallas_gpu
+from hybrid_jax.kernels.gdn.pallas_tpu import gated_delta_rule_pallas_tpu
 from hybrid_jax.kernels.gdn.reference import gated_delta_rule_recurrent
 from hybrid_jax.kernels.impl import GdnImpl, announce, parse, platform
 from hybrid_jax.typing import GdnBeta, GdnGate, GdnQK, GdnState, GdnV, SegmentIds
+
+PALLAS_INTERPRET_ENV = "HYBRID_JAX_GDN_PALLAS_INTERPRET"
 
 
 def resolve_gdn_impl(impl: str | GdnImpl) -> GdnImpl:
     """The concrete implementation `impl` stands for on this platform."""
     choice = parse(GdnImpl, impl, "gdn_impl")
     if choice is GdnImpl.AUTO:
-        announce("gated_delta_rule", "xla", f"auto on {platform()}: chunked XLA form")
+        plat = platform()
+        if plat in ("gpu", "tpu"):
+            kernel = "Triton" if plat == "gpu" else "Mosaic"
+            announce("gated_delta_rule", "pallas", f"auto on {plat}: {kernel} kernels")
+            return GdnImpl.PALLAS
+        announce("gated_delta_rule", "xla", f"auto on {plat}: chunked XLA form")
         return GdnImpl.XLA
-    if choice is GdnImpl.PALLAS:
-        raise NotImplementedError(
-            "gdn_impl='pallas': the Pallas GDN kernels are not built yet; "
-            "use gdn_impl='xla' (chunked) or 'auto'"
-        )
     return choice  # type: ignore[return-value]
+
+
+def pallas_target() -> tuple[str, bool]:
+    """(kernel family 'gpu' | 'tpu', interpret?) for impl='pallas' on this platform."""
+    plat = platform()
+    if plat in ("gpu", "tpu"):
+        return plat, False
+    target = os.environ.get(PALLAS_INTERPRET_ENV, "").lower()
+    if target not in ("gpu", "tpu"):
+        raise NotImplementedError(
+            f"gdn_impl='pallas' runs on GPU or TPU, not {plat}; use gdn_impl='xla' or "
+            f"'auto', or set {PALLAS_INTERPRET_ENV}=gpu|tpu to run that kernel in Pallas "
+            "interpret mode (slow; for tests)"
+        )
+    announce("gated_delta_rule", "pallas",
+             f"{target} kernels in interpret mode on {plat} ({PALLAS_INTERPRET_ENV}): tests only")
+    return target, True
 
 
 def gated_delta_rule(
@@ -49,4 +75,8 @@ def gated_delta_rule(
     kwargs = dict(scale=scale, initial_state=initial_state, segment_ids=segment_ids)
     if choice is GdnImpl.RECURRENT:
         return gated_delta_rule_recurrent(q, k, v, g, beta, **kwargs)
+    if choice is GdnImpl.PALLAS:
+        target, interpret = pallas_target()
+        fn = gated_delta_rule_pallas_gpu if target == "gpu" else gated_delta_rule_pallas_tpu
+        return fn(q, k, v, g, beta, chunk_size=chunk_size, interpret=interpret, **kwargs)
     return gated_delta_rule_chunked(q, k, v, g, beta, chunk_size=chunk_size, **kwargs)

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from hybrid_jax.kernels.gdn.reference import check_shapes, default_scale
+from hybrid_jax.kernels.gdn.reference import default_scale
 from hybrid_jax.segments import document_index
 
 F32 = jnp.float32
@@ -302,6 +302,11 @@ def prepare(q, k, v, g, beta, initial_state, segment_ids, chunk: int) -> Prepare
                     gamma, rel, h0)
 
 
+def compute_dtype(*xs: jax.Array) -> Any:
+    """bfloat16 when every input is bfloat16, else float32 (fp16 would overflow)."""
+    return jnp.bfloat16 if all(x.dtype == jnp.bfloat16 for x in xs) else F32
+
+
 def make_config(q: jax.Array, v: jax.Array, *, scale: float | None, chunk: int,
                 interpret: bool, inv_precision: Any, block_v: int, num_warps: int = 4,
                 num_warps_grads: int = 4, num_stages: int = 1) -> KernelConfig:
@@ -309,10 +314,9 @@ def make_config(q: jax.Array, v: jax.Array, *, scale: float | None, chunk: int,
     if chunk not in (16, 32, 64, 128):
         raise ValueError(f"chunk_size must be 16, 32, 64 or 128 for the Pallas GDN "
                          f"kernels, got {chunk}")
-    if q.dtype not in (jnp.float32, jnp.bfloat16):
-        raise ValueError(f"Pallas GDN kernels take float32 or bfloat16 q/k/v, got {q.dtype}")
-    if v.dtype != q.dtype:
-        raise ValueError(f"q, k and v must share a dtype, got {q.dtype} and {v.dtype}")
+    if q.dtype not in (jnp.float32, jnp.bfloat16) or v.dtype != q.dtype:
+        raise ValueError(f"q/k/v in the Pallas GDN kernels: one dtype of float32 or "
+                         f"bfloat16 (see compute_dtype), got {q.dtype} and {v.dtype}")
     exact = q.dtype == jnp.float32
     return KernelConfig(
         chunk=chunk, scale=default_scale(q.shape[-1], scale), mm_dtype=q.dtype,
@@ -333,7 +337,7 @@ class Backend(Protocol):
               dvn): ...
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_core(backend: Backend, cfg: KernelConfig):
     """(q, k, v, beta, gamma, rel, h0) -> (o, final state) with a kernel backward."""
 
@@ -368,7 +372,6 @@ def make_core(backend: Backend, cfg: KernelConfig):
 def run(backend: Backend, cfg: KernelConfig, q, k, v, g, beta, *, initial_state,
         segment_ids, to_layout: Callable | None = None, from_layout: Callable | None = None):
     """Check, prepare, run the kernels and crop back to [b, t, n, v] / [b, n, k, v]."""
-    check_shapes(q, k, v, g, beta, initial_state)
     b, t, n, dk = q.shape
     dv = v.shape[-1]
     prep = prepare(q, k, v, g, beta, initial_state, segment_ids, cfg.chunk)
@@ -378,4 +381,4 @@ def run(backend: Backend, cfg: KernelConfig, q, k, v, g, beta, *, initial_state,
     o, ht = make_core(backend, cfg)(*args)
     if from_layout is not None:
         o = from_layout(o)
-    return o[:, :t, :, :dv].astype(v.dtype), ht[:, :, :dk, :dv]
+    return o[:, :t, :, :dv], ht[:, :, :dk, :dv]

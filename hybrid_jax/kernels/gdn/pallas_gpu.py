@@ -39,6 +39,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from hybrid_jax.kernels.gdn import pallas_common as pc
+from hybrid_jax.kernels.gdn.reference import check_shapes
 from hybrid_jax.typing import GdnBeta, GdnGate, GdnQK, GdnState, GdnV, SegmentIds
 
 F32 = jnp.float32
@@ -48,8 +49,8 @@ def _ids():
     return pl.program_id(0), pl.program_id(1), pl.program_id(2)
 
 
-def _rows(l, chunk: int):
-    return pl.ds(pl.multiple_of(l * chunk, chunk), chunk)
+def _rows(ci, chunk: int):
+    return pl.ds(pl.multiple_of(ci * chunk, chunk), chunk)
 
 
 def _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, b, rows, h):
@@ -74,8 +75,8 @@ class _Triton:
         dv, c = v.shape[-1], cfg.chunk
 
         def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, *outs):
-            l, h, bi = _ids()
-            rows = _rows(l, c)
+            ci, h, bi = _ids()
+            rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
             w, u, p = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
                                     v_ref[bi, rows, h, :] if with_u else None, beta, dec,
@@ -106,10 +107,10 @@ class _Triton:
             j, h, bi = _ids()
             cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
 
-            def body(l, s):
-                rows = _rows(l, c)
+            def body(ci, s):
+                rows = _rows(ci, c)
                 if save_states:
-                    states_ref[0][bi, h, l, :, cols] = s.astype(states_ref[0].dtype)
+                    states_ref[0][bi, h, ci, :, cols] = s.astype(states_ref[0].dtype)
                 _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
                 o, s = pc.state_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
                                         w_ref[bi, rows, h, :], u_ref[bi, rows, h, cols],
@@ -140,9 +141,9 @@ class _Triton:
             cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
 
             def body(i, ds):
-                l = num_chunks - 1 - i
-                rows = _rows(l, c)
-                dstates_ref[bi, h, l, :, cols] = ds.astype(dstates_ref.dtype)
+                ci = num_chunks - 1 - i
+                rows = _rows(ci, c)
+                dstates_ref[bi, h, ci, :, cols] = ds.astype(dstates_ref.dtype)
                 _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
                 dvn, ds = pc.state_backward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
                                             w_ref[bi, rows, h, :], p_ref[bi, rows, h, :],
@@ -166,14 +167,14 @@ class _Triton:
 
         def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref, ds_ref,
                    do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref, dgamma_ref):
-            l, h, bi = _ids()
-            rows = _rows(l, c)
+            ci, h, bi = _ids()
+            rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
 
             def load(jb: int):
                 cols = pl.ds(jb * bv, bv)
-                return (v_ref[bi, rows, h, cols], s_ref[bi, h, l, :, cols],
-                        ds_ref[bi, h, l, :, cols], do_ref[bi, rows, h, cols],
+                return (v_ref[bi, rows, h, cols], s_ref[bi, h, ci, :, cols],
+                        ds_ref[bi, h, ci, :, cols], do_ref[bi, rows, h, cols],
                         dvn_ref[bi, rows, h, cols])
 
             def store_dv(jb: int, x):
@@ -217,15 +218,21 @@ def gated_delta_rule_pallas_gpu(
 ) -> tuple[GdnV, GdnState]:
     """Gated delta rule through the Triton kernels; contract of `reference.py`.
 
-    q, k, v: float32 or bfloat16 (one dtype); g, beta any float dtype (computed fp32).
+    q, k, v: bfloat16 runs bf16 products with fp32 accumulation; any other dtype (or a
+    mix) computes in float32. g, beta: any float dtype, taken as float32.
     Head dims are zero-padded to powers of two (>= 16) and T to a multiple of the chunk.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
+    check_shapes(q, k, v, g, beta, initial_state)
+    out_dtype = v.dtype
+    dtype = pc.compute_dtype(q, k, v)
+    q, k, v = (x.astype(dtype) for x in (q, k, v))
     cfg = pc.make_config(q, v, scale=scale, chunk=chunk_size, interpret=interpret,
                          inv_precision=lax.Precision.DEFAULT, block_v=block_v,
                          num_warps=num_warps, num_warps_grads=num_warps_grads)
-    return pc.run(_BACKEND, cfg, q, k, v, g, beta, initial_state=initial_state,
-                  segment_ids=segment_ids)
+    o, state = pc.run(_BACKEND, cfg, q, k, v, g, beta, initial_state=initial_state,
+                      segment_ids=segment_ids)
+    return o.astype(out_dtype), state
 
 
 __all__ = ["gated_delta_rule_pallas_gpu"]

@@ -28,14 +28,15 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from hybrid_jax.kernels.gdn import pallas_common as pc
+from hybrid_jax.kernels.gdn.reference import check_shapes
 from hybrid_jax.typing import GdnBeta, GdnGate, GdnQK, GdnState, GdnV, SegmentIds
 
 F32 = jnp.float32
 _PAR, _SEQ = "parallel", "arbitrary"
 
 
-def _chunk_scalars(l, chunk: int, beta_ref, gamma_ref, rel_ref):
-    rows = pl.ds(pl.multiple_of(l * chunk, chunk), chunk)
+def _chunk_scalars(ci, chunk: int, beta_ref, gamma_ref, rel_ref):
+    rows = pl.ds(pl.multiple_of(ci * chunk, chunk), chunk)
     beta = None if beta_ref is None else beta_ref[rows]
     return beta, pc.decays(gamma_ref[rows], rel_ref[rows])
 
@@ -56,14 +57,14 @@ class _Mosaic:
         """BlockSpec makers over grid (batch, head, chunk); `reverse_chunks` = number of
         chunks when the chunk axis runs backwards."""
 
-        def chunk_of(l):
-            return l if reverse_chunks is None else reverse_chunks - 1 - l
+        def chunk_of(ci):
+            return ci if reverse_chunks is None else reverse_chunks - 1 - ci
 
         def tokens(d: int):
-            return pl.BlockSpec((None, None, c, d), lambda b, h, l: (b, h, chunk_of(l), 0))
+            return pl.BlockSpec((None, None, c, d), lambda b, h, ci: (b, h, chunk_of(ci), 0))
 
-        row = pl.BlockSpec((None, None, t), lambda b, h, l: (b, h, 0))
-        rel_row = pl.BlockSpec((None, t), lambda b, h, l: (b, 0))
+        row = pl.BlockSpec((None, None, t), lambda b, h, ci: (b, h, 0))
+        rel_row = pl.BlockSpec((None, t), lambda b, h, ci: (b, 0))
         return tokens, row, rel_row, chunk_of
 
     # ---------------------------------------------------------------- forward
@@ -99,29 +100,29 @@ class _Mosaic:
         dv, c = u.shape[-1], cfg.chunk
         num_chunks = t // c
         tokens, row, rel_row, _ = self._specs(t, c)
-        whole_state = pl.BlockSpec((None, None, dk, dv), lambda b, h, l: (b, h, 0, 0))
+        whole_state = pl.BlockSpec((None, None, dk, dv), lambda b, h, ci: (b, h, 0, 0))
         per_chunk_state = pl.BlockSpec((None, None, None, dk, dv),
-                                       lambda b, h, l: (b, h, l, 0, 0))
+                                       lambda b, h, ci: (b, h, ci, 0, 0))
 
         def kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref, h0_ref, o_ref,
                    ht_ref, *rest):
             *states_ref, s_ref = rest
-            l = pl.program_id(2)
+            ci = pl.program_id(2)
 
-            @pl.when(l == 0)
+            @pl.when(ci == 0)
             def _():
                 s_ref[...] = h0_ref[...]
 
             s = s_ref[...]
             if save_states:
                 states_ref[0][...] = s.astype(states_ref[0].dtype)
-            _, dec = _chunk_scalars(l, c, None, gamma_ref, rel_ref)
+            _, dec = _chunk_scalars(ci, c, None, gamma_ref, rel_ref)
             o, s = pc.state_forward(q_ref[...], k_ref[...], w_ref[...], u_ref[...],
                                     p_ref[...], dec, s, cfg)
             o_ref[...] = o.astype(o_ref.dtype)
             s_ref[...] = s
 
-            @pl.when(l == num_chunks - 1)
+            @pl.when(ci == num_chunks - 1)
             def _():
                 ht_ref[...] = s
 
@@ -144,9 +145,9 @@ class _Mosaic:
         dv, c = do.shape[-1], cfg.chunk
         num_chunks = t // c
         tokens, row, rel_row, chunk_of = self._specs(t, c, reverse_chunks=num_chunks)
-        whole_state = pl.BlockSpec((None, None, dk, dv), lambda b, h, l: (b, h, 0, 0))
+        whole_state = pl.BlockSpec((None, None, dk, dv), lambda b, h, ci: (b, h, 0, 0))
         per_chunk_state = pl.BlockSpec((None, None, None, dk, dv),
-                                       lambda b, h, l: (b, h, chunk_of(l), 0, 0))
+                                       lambda b, h, ci: (b, h, chunk_of(ci), 0, 0))
 
         def kernel(q_ref, k_ref, w_ref, p_ref, gamma_ref, rel_ref, do_ref, dht_ref,
                    dstates_ref, dvn_ref, dh0_ref, ds_ref):
@@ -183,8 +184,8 @@ class _Mosaic:
         dv, c = v.shape[-1], cfg.chunk
         tokens, row, rel_row, _ = self._specs(t, c)
         per_chunk_state = pl.BlockSpec((None, None, None, dk, dv),
-                                       lambda b, h, l: (b, h, l, 0, 0))
-        chunk_row = pl.BlockSpec((None, None, c), lambda b, h, l: (b, h, l))
+                                       lambda b, h, ci: (b, h, ci, 0, 0))
+        chunk_row = pl.BlockSpec((None, None, c), lambda b, h, ci: (b, h, ci))
 
         def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref, ds_ref,
                    do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref, dgamma_ref):
@@ -242,15 +243,21 @@ def gated_delta_rule_pallas_tpu(
 ) -> tuple[GdnV, GdnState]:
     """Gated delta rule through the Mosaic kernels; contract of `reference.py`.
 
-    q, k, v: float32 or bfloat16 (one dtype); g, beta any float dtype (computed fp32).
+    q, k, v: bfloat16 runs bf16 products with fp32 accumulation; any other dtype (or a
+    mix) computes in float32. g, beta: any float dtype, taken as float32.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
+    check_shapes(q, k, v, g, beta, initial_state)
+    out_dtype = v.dtype
+    dtype = pc.compute_dtype(q, k, v)
+    q, k, v = (x.astype(dtype) for x in (q, k, v))
     cfg = pc.make_config(q, v, scale=scale, chunk=chunk_size, interpret=interpret,
                          inv_precision=lax.Precision.HIGHEST,
                          block_v=0)  # whole-V blocks on TPU
-    return pc.run(_BACKEND, cfg, q, k, v, g, beta, initial_state=initial_state,
-                  segment_ids=segment_ids, to_layout=_to_head_major,
-                  from_layout=_to_time_major)
+    o, state = pc.run(_BACKEND, cfg, q, k, v, g, beta, initial_state=initial_state,
+                      segment_ids=segment_ids, to_layout=_to_head_major,
+                      from_layout=_to_time_major)
+    return o.astype(out_dtype), state
 
 
 __all__ = ["gated_delta_rule_pallas_tpu"]

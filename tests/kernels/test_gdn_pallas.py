@@ -1,0 +1,185 @@
+"""Pallas gated-delta-rule kernels (GPU Triton, TPU Mosaic) against the per-token recurrence.
+
+On CPU both kernels run in Pallas' interpret mode at tiny shapes (chunk 16/32, a few
+cases: interpret mode is slow); the GPU tests at realistic shapes run only where
+jax.default_backend() == 'gpu'.
+
+Errors are norm-relative, ||x - ref|| / ||ref||, per output and per gradient:
+  float32 inputs: <= 1e-4 (every product at HIGHEST precision);
+  bfloat16 inputs: <= 2e-2 (bf16 operands for the large products and bf16 per-chunk
+  intermediates, as fla; on GPU the triangular inverse runs in tf32).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybrid_jax.kernels.gdn import (
+    gated_delta_rule,
+    gated_delta_rule_pallas_gpu,
+    gated_delta_rule_pallas_tpu,
+    gated_delta_rule_recurrent,
+    resolve_gdn_impl,
+)
+from hybrid_jax.kernels.gdn.dispatch import PALLAS_INTERPRET_ENV
+from hybrid_jax.kernels.impl import GdnImpl
+from tests.kernels.test_gdn import make_inputs
+
+ON_GPU = jax.default_backend() == "gpu"
+TOL = {jnp.float32: 1e-4, jnp.bfloat16: 2e-2}
+NAMES = ("q", "k", "v", "g", "beta", "h0")
+
+
+def _kernel(kind: str, chunk: int, **extra):
+    fn = gated_delta_rule_pallas_gpu if kind == "gpu" else gated_delta_rule_pallas_tpu
+    interpret = not (kind == "gpu" and ON_GPU)
+
+    def call(q, k, v, g, beta, **kw):
+        return fn(q, k, v, g, beta, chunk_size=chunk, interpret=interpret, **extra, **kw)
+
+    return call
+
+
+def _rel(x, ref) -> float:
+    x, ref = np.asarray(x, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(x - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+def _packed(b: int, t: int, seed: int) -> jax.Array:
+    """Segment ids with documents of random lengths (some shorter than a chunk)."""
+    rng = np.random.default_rng(seed)
+    starts = np.zeros((b, t), bool)
+    starts[:, 1:] = rng.random((b, t - 1)) < 0.06
+    return jnp.asarray(np.cumsum(starts, axis=1) % 3, jnp.int32)
+
+
+def _check(fn, inputs, h0, seg, dtype, *, grads=True):
+    """Forward and gradients wrt (q, k, v, g, beta, h0) of a random linear loss."""
+    q, k, v, g, beta = inputs
+    ref_inputs = [x.astype(jnp.float32) for x in (q, k, v, beta)]
+    o_ref, s_ref = gated_delta_rule_recurrent(*ref_inputs[:3], g, ref_inputs[3],
+                                              initial_state=h0, segment_ids=seg)
+    o, s = fn(q, k, v, g, beta, initial_state=h0, segment_ids=seg)
+    assert o.dtype == v.dtype and s.dtype == jnp.float32
+    assert o.shape == v.shape and s.shape == s_ref.shape
+    tol = TOL[dtype]
+    errors = {"o": _rel(o, o_ref), "state": _rel(s, s_ref)}
+    if grads:
+        rng = np.random.default_rng(0)
+        w_o = jnp.asarray(rng.normal(size=o.shape), jnp.float32)
+        w_s = jnp.asarray(rng.normal(size=s.shape), jnp.float32)
+
+        def loss(f, q, k, v, g, beta, h0):
+            o, s = f(q, k, v, g, beta, initial_state=h0, segment_ids=seg)
+            return jnp.sum(o.astype(jnp.float32) * w_o) + jnp.sum(s * w_s)
+
+        got = jax.grad(lambda *a: loss(fn, *a), tuple(range(6)))(q, k, v, g, beta, h0)
+        ref = jax.grad(lambda *a: loss(gated_delta_rule_recurrent, *a), tuple(range(6)))(
+            *ref_inputs[:3], g, ref_inputs[3], h0)
+        for name, x, r in zip(NAMES, got, ref):
+            assert x.dtype == {"g": g.dtype, "h0": h0.dtype}.get(name, q.dtype), name
+            errors[f"d{name}"] = _rel(x, r)
+    bad = {key: err for key, err in errors.items() if not err <= tol}
+    assert not bad, f"errors over {tol}: {bad} (all: {errors})"
+    return errors
+
+
+# --------------------------------------------------------------- CPU (interpret mode)
+@pytest.mark.parametrize("kind", ["gpu", "tpu"])
+@pytest.mark.parametrize("t,chunk,dk,dv,packed", [
+    (45, 16, 8, 12, True),  # T not a multiple of the chunk; docs; padded head dims
+    (64, 32, 16, 16, False),  # T a multiple of the chunk, power-of-two dims
+])
+def test_interpret_fp32_forward_and_grads(kind, t, chunk, dk, dv, packed):
+    inputs, h0 = make_inputs(t + dk, b=2, t=t, n=2, dk=dk, dv=dv)
+    seg = _packed(2, t, t) if packed else None
+    _check(_kernel(kind, chunk, **({"block_v": 16} if kind == "gpu" else {})),
+           inputs, h0, seg, jnp.float32)
+
+
+@pytest.mark.parametrize("kind", ["gpu", "tpu"])
+def test_interpret_bf16_forward_and_grads(kind):
+    inputs, h0 = make_inputs(3, b=1, t=40, n=2, dk=16, dv=16, dtype=jnp.bfloat16)
+    _check(_kernel(kind, 16), inputs, h0, _packed(1, 40, 3), jnp.bfloat16)
+
+
+def test_interpret_default_chunk_gpu():
+    """Chunk 64 (the default) exercises the two-level triangular inverse."""
+    inputs, h0 = make_inputs(4, b=1, t=70, n=1, dk=8, dv=8)
+    _check(_kernel("gpu", 64), inputs, h0, None, jnp.float32)
+
+
+@pytest.mark.parametrize("kind", ["gpu", "tpu"])
+@pytest.mark.parametrize("g_range,beta_lo,beta_hi", [
+    ((-1e-6, -1e-7), 0.0, 1e-6),  # no decay, nearly no writes
+    ((-1e-6, -1e-7), 2.0 - 1e-6, 2.0),  # no decay, beta at 2 (eigenvalue -1)
+    ((-20.0, -19.0), 0.0, 2.0),  # near-total decay every step
+])
+def test_interpret_stress(kind, g_range, beta_lo, beta_hi):
+    (q, k, v, g, _), h0 = make_inputs(5, b=1, t=40, n=2, dk=8, dv=8, g_range=g_range)
+    rng = np.random.default_rng(0)
+    beta = jnp.asarray(rng.uniform(beta_lo, beta_hi, size=g.shape), jnp.float32)
+    fn = _kernel(kind, 16)
+    o, s = fn(q, k, v, g, beta, initial_state=h0)
+    grads = jax.grad(lambda *a: jnp.sum(fn(*a[:5], initial_state=a[5])[0]),
+                     tuple(range(6)))(q, k, v, g, beta, h0)
+    for x in (o, s, *grads):
+        assert np.isfinite(np.asarray(x)).all()
+    o_ref, s_ref = gated_delta_rule_recurrent(q, k, v, g, beta, initial_state=h0)
+    # Without decay and beta near 2 the state grows: relative to the largest magnitude.
+    for got, ref in ((o, o_ref), (s, s_ref)):
+        scale = float(jnp.max(jnp.abs(ref)))
+        np.testing.assert_allclose(got / scale, ref / scale, atol=1e-5)
+
+
+def test_dispatch(monkeypatch):
+    (q, k, v, g, beta), _ = make_inputs(1, b=1, t=20, n=1, dk=8, dv=8)
+    monkeypatch.delenv(PALLAS_INTERPRET_ENV, raising=False)
+    if jax.default_backend() == "cpu":
+        assert resolve_gdn_impl("auto") is GdnImpl.XLA
+        with pytest.raises(NotImplementedError, match=PALLAS_INTERPRET_ENV):
+            gated_delta_rule(q, k, v, g, beta, impl="pallas")
+        monkeypatch.setenv(PALLAS_INTERPRET_ENV, "tpu")
+    else:
+        assert resolve_gdn_impl("auto") is GdnImpl.PALLAS
+    o, s = gated_delta_rule(q, k, v, g, beta, impl="pallas", chunk_size=16)
+    o_ref, s_ref = gated_delta_rule_recurrent(q, k, v, g, beta)
+    assert _rel(o, o_ref) < 1e-4 and _rel(s, s_ref) < 1e-4
+
+
+def test_rejects_bad_chunk():
+    (q, k, v, g, beta), _ = make_inputs(1, b=1, t=20, n=1, dk=8, dv=8)
+    with pytest.raises(ValueError, match="chunk_size must be 16, 32, 64 or 128"):
+        gated_delta_rule_pallas_gpu(q, k, v, g, beta, chunk_size=48, interpret=True)
+
+
+# ------------------------------------------------------------- GPU, realistic shapes
+@pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+@pytest.mark.parametrize("dk,dv,packed", [(128, 128, False), (96, 192, True), (64, 64, True)])
+def test_gpu_realistic(dtype, dk, dv, packed):
+    b, t, n = 2, 1000, 4
+    inputs, h0 = make_inputs(dk + dv, b=b, t=t, n=n, dk=dk, dv=dv, dtype=dtype)
+    seg = _packed(b, t, 1) if packed else None
+    errors = _check(_kernel("gpu", 64), inputs, h0, seg, dtype)
+    print(f"gpu {jnp.dtype(dtype).name} dk={dk} dv={dv} packed={packed}: "
+          + " ".join(f"{key}={err:.2e}" for key, err in errors.items()))
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
+def test_gpu_stress_finite():
+    fn = _kernel("gpu", 64)
+    for g_range, beta_lo, beta_hi in (((-1e-6, -1e-7), 1.99, 2.0), ((-20.0, -19.0), 0.0, 2.0)):
+        (q, k, v, g, _), h0 = make_inputs(9, b=1, t=300, n=4, dk=128, dv=128,
+                                          g_range=g_range, dtype=jnp.bfloat16)
+        beta = jnp.asarray(np.random.default_rng(0).uniform(beta_lo, beta_hi, g.shape),
+                           jnp.bfloat16)
+        out = fn(q, k, v, g, beta, initial_state=h0)
+        grads = jax.grad(lambda *a: jnp.sum(fn(*a[:5], initial_state=a[5])[0]
+                                            .astype(jnp.float32)), tuple(range(6)))(
+            q, k, v, g, beta, h0)
+        for x in (*out, *grads):
+            assert np.isfinite(np.asarray(x, np.float32)).all()
