@@ -107,18 +107,23 @@ def test_dispatch_choices():
     pick = lambda impl, q, k, seg=None, backend="gpu": resolve_attention_impl(
         impl, q, k, causal=True, segment_ids=seg, backend=backend)
     assert pick("auto", q16, k16) is AttentionImpl.CUDNN
-    assert pick("auto", q16, k16, seg) is AttentionImpl.XLA  # cuDNN has no document mask
-    assert pick("auto", q32, k32) is AttentionImpl.XLA  # cuDNN needs bf16 / fp16
+    assert pick("auto", q16, k16, seg) is AttentionImpl.PALLAS  # cuDNN has no document mask
+    assert pick("auto", q32, k32) is AttentionImpl.PALLAS  # cuDNN needs bf16 / fp16
     assert pick("auto", q16, k16, backend="cpu") is AttentionImpl.XLA
-    assert pick("auto", q16, k16, backend="tpu") is AttentionImpl.XLA
+    assert pick("auto", q16, k16, seg, backend="cpu") is AttentionImpl.XLA
+    assert pick("auto", q16, k16, backend="tpu") is AttentionImpl.SPLASH
+    assert pick("pallas", q16, k16, seg, backend="cpu") is AttentionImpl.PALLAS  # interpreter
+    assert pick("splash", q16, k16, backend="cpu") is AttentionImpl.SPLASH  # interpreter
+    q96, k96, _ = qkv(0, h=96, dtype=jnp.bfloat16)
+    assert pick("auto", q96, k96, seg) is AttentionImpl.XLA  # neither cuDNN nor Pallas
     with pytest.raises(ValueError, match="segment ids"):
         pick("cudnn", q16, k16, seg)
     with pytest.raises(ValueError, match="needs a GPU"):
         pick("cudnn", q16, k16, backend="cpu")
+    with pytest.raises(ValueError, match="head dim 96"):
+        pick("pallas", q96, k96)
     with pytest.raises(ValueError, match="attention_impl='flash' is not one of"):
         pick("flash", q16, k16)
-    with pytest.raises(NotImplementedError, match="splash"):
-        pick("splash", q16, k16, backend="tpu")
 
 
 def test_bad_shapes_are_named():

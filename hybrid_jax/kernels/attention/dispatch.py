@@ -1,11 +1,18 @@
 """`dot_product_attention`: one entry point, implementation chosen by `AttentionImpl`.
 
-    xla     plain-jnp masked reference (`reference.py`): any mask, any platform.
+    xla     plain-jnp masked reference (`reference.py`): any mask, any platform; it
+            materialises the [t, s] logits, so it is for tests and short sequences.
     cudnn   `jax.nn.dot_product_attention(implementation='cudnn')` on NVIDIA GPUs:
             causal or causal + left window, bf16/fp16, no segment ids.
-    pallas  Pallas flash attention with segment ids (not built yet).
-    splash  TPU splash attention (not built yet).
-    auto    cudnn on GPU where it applies, else xla.
+    pallas  Pallas (Triton) flash attention (`pallas_gpu.py`): every mask, segment ids
+            included, GQA, head dims that are powers of two.
+    splash  TPU splash attention (`splash.py`), shard_map-ed over the active mesh.
+    auto    GPU: cudnn where it applies (no segment ids), else pallas, else xla;
+            TPU: splash; CPU: xla.
+
+`pallas` and `splash` also run off their hardware, through the Pallas interpreter:
+slow, for tests only, and announced as such. The choice is logged once per distinct
+(choice, reason) through `hybrid_jax.kernels.impl.announce`.
 """
 
 from __future__ import annotations
@@ -13,7 +20,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hybrid_jax.kernels.attention.pallas_gpu import flash_attention, pallas_unsupported_reason
 from hybrid_jax.kernels.attention.reference import attention_reference, check_attention_args
+from hybrid_jax.kernels.attention.splash import splash_attention
 from hybrid_jax.kernels.impl import AttentionImpl, announce, parse, platform
 from hybrid_jax.typing import AttentionOut, Keys, Queries, SegmentIds, Values
 
@@ -51,24 +60,36 @@ def resolve_attention_impl(
     choice = parse(AttentionImpl, impl, "attention_impl")
     backend = backend or platform()
     why_not_cudnn = cudnn_unsupported_reason(q, k, causal=causal, segment_ids=segment_ids)
+    why_not_pallas = pallas_unsupported_reason(q, k)
     if choice is AttentionImpl.AUTO:
-        if backend == "gpu" and why_not_cudnn is None:
-            announce("attention", "cudnn", "auto on gpu")
-            return AttentionImpl.CUDNN
-        reason = f"auto on {backend}"
         if backend == "gpu":
-            reason += f"; not cudnn: {why_not_cudnn}"
-        announce("attention", "xla", reason)
+            if why_not_cudnn is None:
+                announce("attention", "cudnn", "auto on gpu")
+                return AttentionImpl.CUDNN
+            if why_not_pallas is None:
+                announce("attention", "pallas", f"auto on gpu; not cudnn: {why_not_cudnn}")
+                return AttentionImpl.PALLAS
+            announce("attention", "xla", f"auto on gpu; not cudnn: {why_not_cudnn}; "
+                                         f"not pallas: {why_not_pallas}")
+            return AttentionImpl.XLA
+        if backend == "tpu":
+            announce("attention", "splash", "auto on tpu")
+            return AttentionImpl.SPLASH
+        announce("attention", "xla", f"auto on {backend}")
         return AttentionImpl.XLA
     if choice is AttentionImpl.CUDNN:
         if backend != "gpu":
             raise ValueError(f"attention_impl='cudnn' needs a GPU; this backend is {backend}")
         if why_not_cudnn is not None:
             raise ValueError(f"attention_impl='cudnn' cannot run these inputs: {why_not_cudnn}")
-    if choice in (AttentionImpl.PALLAS, AttentionImpl.SPLASH):
-        raise NotImplementedError(
-            f"attention_impl='{choice.value}' is not built yet; use 'auto', 'xla' or 'cudnn'"
-        )
+    if choice is AttentionImpl.PALLAS:
+        if why_not_pallas is not None:
+            raise ValueError(f"attention_impl='pallas' cannot run these inputs: {why_not_pallas}")
+        if backend != "gpu":
+            announce("attention", "pallas", f"interpret mode on {backend} (no Triton): "
+                                            "slow, for tests")
+    if choice is AttentionImpl.SPLASH and backend != "tpu":
+        announce("attention", "splash", f"interpret mode on {backend} (no TPU): slow, for tests")
     return choice
 
 
@@ -85,7 +106,10 @@ def dot_product_attention(
 ) -> AttentionOut:
     """Attention with causal / sliding-window / document masks; see `reference.py`."""
     check_attention_args(q, k, v, causal, window)
-    choice = resolve_attention_impl(impl, q, k, causal=causal, segment_ids=segment_ids)
+    backend = platform()
+    choice = resolve_attention_impl(impl, q, k, causal=causal, segment_ids=segment_ids,
+                                    backend=backend)
+    masks = dict(causal=causal, window=window, segment_ids=segment_ids, scale=scale)
     if choice is AttentionImpl.CUDNN:
         return jax.nn.dot_product_attention(
             q,
@@ -97,6 +121,8 @@ def dot_product_attention(
             local_window_size=None if window is None else (window - 1, 0),
             implementation="cudnn",
         )
-    return attention_reference(
-        q, k, v, causal=causal, window=window, segment_ids=segment_ids, scale=scale
-    )
+    if choice is AttentionImpl.PALLAS:
+        return flash_attention(q, k, v, **masks, interpret=backend != "gpu")
+    if choice is AttentionImpl.SPLASH:
+        return splash_attention(q, k, v, **masks, interpret=backend != "tpu")
+    return attention_reference(q, k, v, **masks)
