@@ -2,12 +2,14 @@
 
 Same run, same GPU, same shapes (bf16, H heads, Dk = Dv):
     xla        hybrid_jax chunked UT/WY form under jit (the reference tier)
-    pallas     hybrid_jax Pallas kernel (when built)
+    pallas     hybrid_jax Pallas Triton kernels (`pallas_gpu.py`), through the dispatcher
     fla        flash-linear-attention `chunk_gated_delta_rule` (torch/Triton), if importable,
                with FLA_FLASH_QLA=0 so the Triton path is what is timed
     cudnn_attn causal softmax attention through jax.nn.dot_product_attention(cudnn)
-Modes: fwd and fwd+bwd. Prints a table of times, tokens/s and ratios against `xla`, and
-writes every number to JSON. Not a test: run it on the GPU machine.
+Modes: fwd and fwd+bwd (gradients wrt q, k, v, g, beta). Prints times, tokens/s and
+ratios against `xla` per shape, then a summary table (Pallas against fla and against its
+own forward), and writes every number to JSON. `--sweep` first times Pallas kernel
+variants (V-block width, warps) at one shape. Not a test: run it on the GPU machine.
 
     python benchmarks/gdn.py --out=/tmp/gdn.json --seq_lens=2048,4096,8192,16384
 """
@@ -15,6 +17,7 @@ writes every number to JSON. Not a test: run it on the GPU machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -26,7 +29,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hybrid_jax.kernels.gdn import gated_delta_rule  # noqa: E402
+from hybrid_jax.kernels.gdn import (  # noqa: E402
+    gated_delta_rule,
+    gated_delta_rule_pallas_gpu,
+)
 
 
 def time_jax(fn, *args, iters: int = 20) -> float:
@@ -53,12 +59,34 @@ def gdn_inputs(b, t, h, d, seed=0):
     return q, k, v, g, beta
 
 
-def bench_ours(impl, b, t, h, d):
+def bench_fn(fn, b, t, h, d):
+    """fwd and fwd+bwd times (ms) of fn(q, k, v, g, beta) -> (o, state)."""
     args = gdn_inputs(b, t, h, d)
-    fwd = jax.jit(lambda *a: gated_delta_rule(*a, impl=impl)[0])
-    loss = lambda *a: jnp.sum(gated_delta_rule(*a, impl=impl)[0].astype(jnp.float32))
+    fwd = jax.jit(lambda *a: fn(*a)[0])
+    loss = lambda *a: jnp.sum(fn(*a)[0].astype(jnp.float32))
     fwd_bwd = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
     return {"fwd": time_jax(fwd, *args), "fwd+bwd": time_jax(fwd_bwd, *args)}
+
+
+def bench_ours(impl, b, t, h, d):
+    return bench_fn(lambda *a: gated_delta_rule(*a, impl=impl), b, t, h, d)
+
+
+def sweep(spec: str, b, t, h, d) -> list[dict]:
+    """Time Pallas variants at one shape. `spec`: variants separated by ';', each a
+    comma-separated list of key=int over block_v and the KernelConfig launch fields
+    (num_warps, num_warps_state, num_warps_grads, num_stages_state)."""
+    rows = []
+    for variant in spec.split(";"):
+        kw = {key: int(val) for key, val in (item.split("=") for item in variant.split(","))}
+        fn = functools.partial(gated_delta_rule_pallas_gpu, **kw)
+        try:
+            r = bench_fn(fn, b, t, h, d)
+        except Exception as e:  # a variant that does not compile: report, go on
+            r = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        rows.append({"variant": kw, "times_ms": r})
+        print(f"sweep B={b} T={t} H={h} D={d} {kw}: {r}", flush=True)
+    return rows
 
 
 def bench_cudnn_attention(b, t, h, d):
@@ -104,9 +132,13 @@ def main() -> None:
     parser.add_argument("--head_dim", type=int, default=128)
     parser.add_argument("--impls", default="xla,pallas,fla,cudnn_attn")
     parser.add_argument("--out", default="gdn_benchmark.json")
+    parser.add_argument("--sweep", default="",
+                        help="Pallas variants timed at T=4096 (B = tokens / T) before the "
+                             "main table, e.g. 'block_v=64;block_v=32,num_warps_state=4'")
     args = parser.parse_args()
     h, d = args.heads, args.head_dim
     results = []
+    sweep_rows = sweep(args.sweep, max(1, args.tokens // 4096), 4096, h, d) if args.sweep else []
     for t in (int(x) for x in args.seq_lens.split(",")):
         b = max(1, args.tokens // t)
         row = {"b": b, "t": t, "h": h, "d": d, "device": str(jax.devices()[0])}
@@ -122,9 +154,37 @@ def main() -> None:
                 row[impl] = f"unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
         results.append(row)
         print_row(row, args.impls.split(","))
+    print_summary(results)
     with open(args.out, "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump({"device": str(jax.devices()[0]), "jax": jax.__version__,
+                   "results": results, "pallas_sweep": sweep_rows}, f, indent=2)
     print(f"wrote {args.out}")
+
+
+def _ms(row, impl, mode):
+    r = row.get(impl)
+    x = r.get(mode) if isinstance(r, dict) else None
+    return x if isinstance(x, float) else None
+
+
+def print_summary(results) -> None:
+    """One line per T: the Pallas kernel against fla, XLA, cuDNN attention and itself."""
+    def cell(x, fmt="{:8.3f}"):
+        return fmt.format(x) if x is not None else f"{'-':>8}"
+
+    def ratio(a, b):
+        return a / b if a is not None and b is not None else None
+
+    print("\nms (bf16)            fwd: pallas      fla      xla    cudnn | fwd+bwd: pallas"
+          "      xla    cudnn | fla/pallas fwd | pallas (fwd+bwd)/fwd")
+    for row in results:
+        p_f, p_b = _ms(row, "pallas", "fwd"), _ms(row, "pallas", "fwd+bwd")
+        print(f"B={row['b']:<2} T={row['t']:<6} H={row['h']} D={row['d']}  "
+              f"{cell(p_f)} {cell(_ms(row, 'fla', 'fwd'))} {cell(_ms(row, 'xla', 'fwd'))} "
+              f"{cell(_ms(row, 'cudnn_attn', 'fwd'))} |         {cell(p_b)} "
+              f"{cell(_ms(row, 'xla', 'fwd+bwd'))} {cell(_ms(row, 'cudnn_attn', 'fwd+bwd'))} | "
+              f"{cell(ratio(_ms(row, 'fla', 'fwd'), p_f), '{:14.2f}x')} | "
+              f"{cell(ratio(p_b, p_f), '{:19.2f}x')}")
 
 
 def print_row(row, impls) -> None:

@@ -19,12 +19,10 @@ open before the chunk (0 = continues it):
     V'     = U - W S,  O = scale (d Q) S + P V',  S <- c S + (e K)^T V'
 
 Document resets are these masks: no gate is ever set to -inf, so every exponent is
-<= 0 and finite. The triangular inverse: 16 x 16 diagonal blocks by forward
-substitution (one masked product per row index, all blocks at once), then the
-off-diagonal part exactly through (I + N)^-1 = (I - N)(I + N^2)(I + N^4)...
-with N = D^-1 M_off strictly block-lower, so N^(C/16) = 0 and the product is finite
-(no truncated series). Products that feed the inverse run in fp32; the large products
-take the input dtype (bf16 operands, fp32 accumulation), like fla.
+<= 0 and finite. The triangular inverse is exact block algebra (`unit_lower_inverse`:
+block doubling, 2 (log2 C - 1) fp32 products of C x C; no series). Products that feed
+the inverse run in fp32; the large products take the input dtype (bf16 operands, fp32
+accumulation), like fla.
 
 The custom_vjp (`make_core`) saves the inputs and the per-chunk states entering each
 chunk; the backward recomputes W and P (the WY kernel), runs the reverse state pass for
@@ -46,7 +44,6 @@ from hybrid_jax.kernels.gdn.reference import default_scale
 from hybrid_jax.segments import document_index
 
 F32 = jnp.float32
-INVERSE_BLOCK = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,9 +62,10 @@ class KernelConfig:
     inv_precision: Any
     interpret: bool
     block_v: int
-    num_warps: int = 4
-    num_warps_grads: int = 4
-    num_stages: int = 1
+    num_warps: int = 4  # GPU: the wy kernel
+    num_warps_state: int = 8  # GPU: the two sequential state passes
+    num_warps_grads: int = 8  # GPU: the per-chunk gradient kernel
+    num_stages_state: int = 2  # GPU: software-pipelining depth of the state passes
 
 
 def dot(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False,
@@ -109,30 +107,25 @@ def decays(gamma: jax.Array, rel: jax.Array) -> Decays:
 
 
 def unit_lower_inverse(m: jax.Array, precision: Any) -> jax.Array:
-    """(I + m)^-1 for a strictly lower-triangular fp32 m [C, C], C a multiple of 16."""
+    """(I + m)^-1 for a strictly lower-triangular fp32 m [C, C], C a power of two.
+
+    Block doubling: with X the inverse of the diagonal blocks of size s, the inverse of
+    the diagonal blocks of size 2s is X - X L X, L = the lower-left s x s corner of each
+    2s block of m (for [[A, 0], [L, B]] the inverse is [[A^-1, 0], [-B^-1 L A^-1, B^-1]]).
+    Exact block algebra, no series; log2(C) - 1 levels of two C x C products each.
+    """
     c_len = m.shape[0]
-    blk = min(INVERSE_BLOCK, c_len)
     i = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 0)
     j = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 1)
-    eye = jnp.where(i == j, 1.0, 0.0).astype(F32)
-    same_block = (i // blk) == (j // blk)
-    m_diag = jnp.where(same_block, m, 0.0)
-    # Forward substitution inside every diagonal block at once: row r of each block is
-    # e_r - sum_{j<r} m_rj a_j, and rows j < r of `a` are final when row r is formed.
-    a = eye
-    for r in range(1, blk):
-        row = (i % blk) == r
-        a = jnp.where(row, eye - dot(jnp.where(row, m_diag, 0.0), a, precision=precision), a)
-    num_blocks = c_len // blk
-    if num_blocks > 1:
-        n = dot(a, jnp.where(same_block, 0.0, m), precision=precision)  # D^-1 M_off
-        x, power, reach = eye - n, n, 2
-        while reach < num_blocks:
-            power = dot(power, power, precision=precision)
-            x = dot(x, eye + power, precision=precision)
-            reach *= 2
-        a = dot(x, a, precision=precision)
-    return a
+    # Blocks of 2: [[1, 0], [m, 1]]^-1 = [[1, 0], [-m, 1]].
+    x = jnp.where(i == j, 1.0, 0.0).astype(F32) - jnp.where(i // 2 == j // 2, m, 0.0)
+    size = 2
+    while size < c_len:
+        corner = ((i // (2 * size)) == (j // (2 * size))) & ((i // size) != (j // size))
+        x = x - dot(dot(x, jnp.where(corner, m, 0.0), precision=precision), x,
+                    precision=precision)
+        size *= 2
+    return x
 
 
 def _strict(c_len: int) -> jax.Array:
@@ -201,8 +194,9 @@ def chunk_grads(q, k, beta, dec: Decays, cfg: KernelConfig, num_v_blocks: int,
     c_len, dk_len = k.shape
     k32, q32 = k.astype(F32), q.astype(F32)
     kk, strict, a = _kkt_and_inverse(k, beta, dec, cfg)
-    xw = k32 * (beta * dec.d_in)[:, None]
-    w = dot(a, xw, dtype=mm, precision=prec)
+    # Keep few [C, K] tiles alive across the V-block loop (GPU registers): W in the
+    # input dtype, X_w recomputed after the loop.
+    w = dot(a, k32 * (beta * dec.d_in)[:, None], dtype=mm, precision=prec).astype(mm)
     dp = jnp.zeros((c_len, c_len), F32)
     da = jnp.zeros((c_len, c_len), F32)
     do_s = jnp.zeros((c_len, dk_len), F32)  # dO S^T
@@ -233,6 +227,7 @@ def chunk_grads(q, k, beta, dec: Decays, cfg: KernelConfig, num_v_blocks: int,
     d_e = jnp.sum(k32 * vn_ds, axis=1)
     g_gam = cfg.scale * dp * qk
     # W = A X_w, X_w = beta d K;  U = A (beta V) handled per V-block above.
+    xw = k32 * (beta * dec.d_in)[:, None]
     da += dot(dw, xw, tb=True, dtype=mm, precision=prec)
     dxw = dot(a, dw, ta=True, dtype=mm, precision=prec)
     dxw_k = jnp.sum(dxw * k32, axis=1)
@@ -308,8 +303,8 @@ def compute_dtype(*xs: jax.Array) -> Any:
 
 
 def make_config(q: jax.Array, v: jax.Array, *, scale: float | None, chunk: int,
-                interpret: bool, inv_precision: Any, block_v: int, num_warps: int = 4,
-                num_warps_grads: int = 4, num_stages: int = 1) -> KernelConfig:
+                interpret: bool, inv_precision: Any, block_v: int,
+                **gpu_tuning: int) -> KernelConfig:
     """Kernel config for inputs q, v (dtype policy in KernelConfig's docstring)."""
     if chunk not in (16, 32, 64, 128):
         raise ValueError(f"chunk_size must be 16, 32, 64 or 128 for the Pallas GDN "
@@ -322,8 +317,7 @@ def make_config(q: jax.Array, v: jax.Array, *, scale: float | None, chunk: int,
         chunk=chunk, scale=default_scale(q.shape[-1], scale), mm_dtype=q.dtype,
         mm_precision=lax.Precision.HIGHEST if exact else None,
         inv_precision=lax.Precision.HIGHEST if exact else inv_precision,
-        interpret=interpret, block_v=block_v, num_warps=num_warps,
-        num_warps_grads=num_warps_grads, num_stages=num_stages)
+        interpret=interpret, block_v=block_v, **gpu_tuning)
 
 
 class Backend(Protocol):

@@ -62,11 +62,11 @@ class _Triton:
     """The Backend of pallas_common.make_core for the Triton lowering."""
 
     def _call(self, kernel, cfg: pc.KernelConfig, grid, out_shape, *args,
-              num_warps: int | None = None):
+              num_warps: int, num_stages: int = 1):
         return pl.pallas_call(
             kernel, out_shape=out_shape, grid=grid, interpret=cfg.interpret,
-            compiler_params=pltriton.CompilerParams(
-                num_warps=num_warps or cfg.num_warps, num_stages=cfg.num_stages),
+            compiler_params=pltriton.CompilerParams(num_warps=num_warps,
+                                                    num_stages=num_stages),
         )(*args)
 
     # ---------------------------------------------------------------- forward
@@ -94,7 +94,8 @@ class _Triton:
         if with_u:
             shapes.append(jax.ShapeDtypeStruct((b, t, n, dv), mm))
         shapes.append(jax.ShapeDtypeStruct((b, t, n, c), mm))
-        outs = self._call(kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel)
+        outs = self._call(kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel,
+                          num_warps=cfg.num_warps)
         return (outs[0], outs[1], outs[2]) if with_u else (outs[0], None, outs[1])
 
     def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save_states: bool):
@@ -126,7 +127,8 @@ class _Triton:
         if save_states:
             shapes.append(jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype))
         outs = self._call(kernel, cfg, (dv // bv, n, b), shapes,
-                          q, k, w, u, p, gamma, rel, h0)
+                          q, k, w, u, p, gamma, rel, h0, num_warps=cfg.num_warps_state,
+                          num_stages=cfg.num_stages_state)
         return outs[0], outs[1], (outs[2] if save_states else None)
 
     # --------------------------------------------------------------- backward
@@ -159,7 +161,8 @@ class _Triton:
                   jax.ShapeDtypeStruct((b, t, n, dv), mm),
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
         return self._call(kernel, cfg, (dv // bv, n, b), shapes,
-                          q, k, w, p, gamma, rel, do, dht)
+                          q, k, w, p, gamma, rel, do, dht, num_warps=cfg.num_warps_state,
+                          num_stages=cfg.num_stages_state)
 
     def grads(self, cfg, q, k, v, beta, gamma, rel, states, dstates, do, dvn):
         b, t, n, dk = q.shape
@@ -212,15 +215,17 @@ def gated_delta_rule_pallas_gpu(
     segment_ids: SegmentIds | None = None,
     chunk_size: int = 64,
     block_v: int = 64,
-    num_warps: int = 4,
-    num_warps_grads: int = 4,
     interpret: bool = False,
+    **tuning: int,
 ) -> tuple[GdnV, GdnState]:
     """Gated delta rule through the Triton kernels; contract of `reference.py`.
 
     q, k, v: bfloat16 runs bf16 products with fp32 accumulation; any other dtype (or a
     mix) computes in float32. g, beta: any float dtype, taken as float32.
     Head dims are zero-padded to powers of two (>= 16) and T to a multiple of the chunk.
+    `block_v`: width of the V-blocks the state passes and the gradient kernel walk.
+    `tuning`: Triton launch parameters, fields of `KernelConfig` (num_warps,
+    num_warps_state, num_warps_grads, num_stages_state).
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
@@ -228,8 +233,7 @@ def gated_delta_rule_pallas_gpu(
     dtype = pc.compute_dtype(q, k, v)
     q, k, v = (x.astype(dtype) for x in (q, k, v))
     cfg = pc.make_config(q, v, scale=scale, chunk=chunk_size, interpret=interpret,
-                         inv_precision=lax.Precision.DEFAULT, block_v=block_v,
-                         num_warps=num_warps, num_warps_grads=num_warps_grads)
+                         inv_precision=lax.Precision.DEFAULT, block_v=block_v, **tuning)
     o, state = pc.run(_BACKEND, cfg, q, k, v, g, beta, initial_state=initial_state,
                       segment_ids=segment_ids)
     return o.astype(out_dtype), state
