@@ -169,7 +169,8 @@ def sweep(args: argparse.Namespace) -> list[dict]:
             rec["error"] = f"{type(e).__name__}: {str(e)[:300]}"
         print(json.dumps(rec), flush=True)
         out.append(rec)
-    bwd_cfgs = [(64, 128, 128, 64, 8, 2), (32, 128, 128, 32, 8, 2), (64, 64, 64, 64, 4, 2),
+    bwd_cfgs = [(32, 128, 128, 32, 4, 3), (64, 128, 128, 64, 8, 2), (32, 128, 128, 32, 8, 2),
+                (64, 64, 64, 64, 4, 2),
                 (64, 128, 128, 64, 8, 3), (32, 64, 64, 32, 4, 3)]
     for bq_dkv, bk_dkv, bq_dq, bk_dq, warps, stages in bwd_cfgs:
         blocks = BlockSizes(block_q_dkv=bq_dkv, block_k_dkv=bk_dkv, block_q_dq=bq_dq,

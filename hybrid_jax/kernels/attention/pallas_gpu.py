@@ -74,18 +74,21 @@ class BlockSizes:
     forward: block_q queries per program, block_k keys per loop step.
     dK/dV:   block_k_dkv keys per program, block_q_dkv queries per loop step.
     dQ:      block_q_dq queries per program, block_k_dq keys per loop step.
+    The backward defaults follow Triton's fused-attention tutorial for Hopper (wide
+    blocks on the side each program owns, narrow steps on the side it loops over).
+    None of these were tuned on a GPU yet: `benchmarks/attention.py --sweep` does that.
     """
 
     block_q: int = 128
     block_k: int = 64
-    block_q_dkv: int = 64
+    block_q_dkv: int = 32
     block_k_dkv: int = 128
     block_q_dq: int = 128
-    block_k_dq: int = 64
+    block_k_dq: int = 32
     num_warps: int = 8
     num_stages: int = 3
     num_warps_bwd: int = 8
-    num_stages_bwd: int = 2
+    num_stages_bwd: int = 3
 
     def __post_init__(self) -> None:
         for f in ("block_q", "block_k", "block_q_dkv", "block_k_dkv", "block_q_dq",
@@ -347,20 +350,21 @@ def _dkv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *refs, st: _Sta
     bounds = _query_blocks(k0, bk, bq, st, start_ref, end_ref)
 
     def head(r, carry):
+        # Scores are formed transposed, [keys, queries], so that every product below
+        # takes its register operand untransposed (what the tensor cores want).
         def body(qb, carry, *, masked: bool):
             dk, dv = carry
             qs = pl.ds(qb * bq, bq)
             q, do = q_ref[qs, r, :], do_ref[qs, r, :]
-            p = jnp.exp2(_dot(q, k, tb=True) * c - lse_ref[r, qs][:, None])
+            p_t = jnp.exp2(_dot(k, q, tb=True) * c - lse_ref[r, qs][None, :])
             if masked:
                 p0 = st.offset + qb * bq
                 q_doc = doc_ref[pl.ds(p0, bq)] if st.segments else None
                 q_pos = p0 + jnp.arange(bq, dtype=jnp.int32)
-                p = jnp.where(_mask(q_pos, k_pos, q_doc, k_doc, st), p, 0.0)
-            dv = dv + _dot(p.astype(do.dtype), do, ta=True)
-            dp = _dot(do, v, tb=True)
-            ds = p * (dp - delta_ref[r, qs][:, None])
-            dk = dk + _dot(ds.astype(q.dtype), q, ta=True)
+                p_t = jnp.where(_mask(q_pos, k_pos, q_doc, k_doc, st).T, p_t, 0.0)
+            dv = dv + _dot(p_t.astype(do.dtype), do)
+            ds_t = p_t * (_dot(v, do, tb=True) - delta_ref[r, qs][None, :])
+            dk = dk + _dot(ds_t.astype(q.dtype), q)
             return dk, dv
 
         return _three_loops(bounds, body, carry)
@@ -504,7 +508,7 @@ def flash_attention(
     Args:
       q: [b, t, n, h]; k, v: [b, s, g, h], s >= t, n % g == 0, h a power of two.
       segment_ids: [b, s] document ids of the keys (the queries are the last t keys).
-      block_sizes: tiles and launch parameters; the defaults suit an H100 at h = 128.
+      block_sizes: tiles and launch parameters (defaults: `BlockSizes`, aimed at h = 128).
       interpret: run through the Pallas interpreter (any backend; slow, for tests).
     Returns:
       [b, t, n, h] in q's dtype.
