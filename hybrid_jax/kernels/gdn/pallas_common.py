@@ -118,10 +118,13 @@ def unit_lower_inverse(m: jax.Array, precision: Any) -> jax.Array:
     i = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 0)
     j = lax.broadcasted_iota(jnp.int32, (c_len, c_len), 1)
     # Blocks of 2: [[1, 0], [m, 1]]^-1 = [[1, 0], [-m, 1]].
-    x = jnp.where(i == j, 1.0, 0.0).astype(F32) - jnp.where(i // 2 == j // 2, m, 0.0)
+    def block(x: jax.Array, size: int) -> jax.Array:  # x // size for x >= 0
+        return lax.shift_right_logical(x, size.bit_length() - 1)
+
+    x = jnp.where(i == j, 1.0, 0.0).astype(F32) - jnp.where(block(i, 2) == block(j, 2), m, 0.0)
     size = 2
     while size < c_len:
-        corner = ((i // (2 * size)) == (j // (2 * size))) & ((i // size) != (j // size))
+        corner = (block(i, 2 * size) == block(j, 2 * size)) & (block(i, size) != block(j, size))
         x = x - dot(dot(x, jnp.where(corner, m, 0.0), precision=precision), x,
                     precision=precision)
         size *= 2

@@ -5,8 +5,9 @@ pallas_common.py), arranged the TPU way:
 
   * layout: head-major [b, n, t, d] (one transpose in XLA at entry and exit), so every
     block's last two dims are (chunk, head dim), the shapes the MXU and VMEM tiling
-    want; the per-token scalars (beta, gamma, relative doc index) come as whole rows
-    per (batch, head) and are sliced per chunk inside the kernel.
+    want; the per-token scalars (beta, gamma, relative doc index) come as whole [1, t]
+    rows per (batch, head) and are sliced per chunk inside the kernel; dbeta and dgamma
+    leave as [1, chunk] rows of a [b, n, chunks, 1, chunk] array.
   * grids are (batch, head, chunk). `wy` and `grads` are parallel over all three. The
     two state passes mark the chunk axis "arbitrary" (sequential, in order; reversed
     through the index maps for the backward) and carry the fp32 state S [K, V], or dS,
@@ -15,8 +16,9 @@ pallas_common.py), arranged the TPU way:
   * every product inside the triangular inverse runs at HIGHEST precision (bf16 MXU
     passes would break (I + M) A = I; reference/gated_deltanet.md section 4.3).
 
-Status: correctness is tested in interpret mode on CPU (`interpret=True`); this code
-has not been compiled by Mosaic on a real TPU in this repository.
+Status: correctness is tested in interpret mode on CPU (`interpret=True`), and the
+forward and gradient pass Pallas' Mosaic lowering rules (lowered for 'tpu' from CPU,
+tests/kernels/test_gdn_pallas.py). Not compiled by libtpu nor run on a TPU here.
 """
 
 from __future__ import annotations
@@ -36,9 +38,10 @@ _PAR, _SEQ = "parallel", "arbitrary"
 
 
 def _chunk_scalars(ci, chunk: int, beta_ref, gamma_ref, rel_ref):
+    """beta and the decays of chunk `ci` from the [1, t] rows of one (batch, head)."""
     rows = pl.ds(pl.multiple_of(ci * chunk, chunk), chunk)
-    beta = None if beta_ref is None else beta_ref[rows]
-    return beta, pc.decays(gamma_ref[rows], rel_ref[rows])
+    beta = None if beta_ref is None else beta_ref[0, rows]
+    return beta, pc.decays(gamma_ref[0, rows], rel_ref[0, rows])
 
 
 class _Mosaic:
@@ -63,8 +66,8 @@ class _Mosaic:
         def tokens(d: int):
             return pl.BlockSpec((None, None, c, d), lambda b, h, ci: (b, h, chunk_of(ci), 0))
 
-        row = pl.BlockSpec((None, None, t), lambda b, h, ci: (b, h, 0))
-        rel_row = pl.BlockSpec((None, t), lambda b, h, ci: (b, 0))
+        row = pl.BlockSpec((None, None, 1, t), lambda b, h, ci: (b, h, 0, 0))
+        rel_row = pl.BlockSpec((None, 1, t), lambda b, h, ci: (b, 0, 0))
         return tokens, row, rel_row, chunk_of
 
     # ---------------------------------------------------------------- forward
@@ -185,7 +188,7 @@ class _Mosaic:
         tokens, row, rel_row, _ = self._specs(t, c)
         per_chunk_state = pl.BlockSpec((None, None, None, dk, dv),
                                        lambda b, h, ci: (b, h, ci, 0, 0))
-        chunk_row = pl.BlockSpec((None, None, c), lambda b, h, ci: (b, h, ci))
+        chunk_row = pl.BlockSpec((None, None, None, 1, c), lambda b, h, ci: (b, h, ci, 0, 0))
 
         def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref, ds_ref,
                    do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref, dgamma_ref):
@@ -201,27 +204,30 @@ class _Mosaic:
                                                     cfg, 1, load, store_dv)
             dq_ref[...] = dq.astype(dq_ref.dtype)
             dk_ref[...] = dk_.astype(dk_ref.dtype)
-            dbeta_ref[...] = dbeta
-            dgamma_ref[...] = dgamma
+            dbeta_ref[0, :] = dbeta
+            dgamma_ref[0, :] = dgamma
 
+        per_chunk_row = jax.ShapeDtypeStruct((b, n, t // c, 1, c), F32)
         shapes = [jax.ShapeDtypeStruct(q.shape, q.dtype),
                   jax.ShapeDtypeStruct(k.shape, k.dtype),
-                  jax.ShapeDtypeStruct(v.shape, v.dtype),
-                  jax.ShapeDtypeStruct(beta.shape, F32),
-                  jax.ShapeDtypeStruct(gamma.shape, F32)]
-        return self._call(
+                  jax.ShapeDtypeStruct(v.shape, v.dtype), per_chunk_row, per_chunk_row]
+        dq, dk, dv, dbeta, dgamma = self._call(
             kernel, cfg, (b, n, t // c), (_PAR,) * 3,
             [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row, per_chunk_state,
              per_chunk_state, tokens(dv), tokens(dv)],
             [tokens(dk), tokens(dk), tokens(dv), chunk_row, chunk_row], shapes,
             q, k, v, beta, gamma, rel, states, dstates, do, dvn)
+        return dq, dk, dv, dbeta.reshape(beta.shape), dgamma.reshape(gamma.shape)
 
 
 _BACKEND = _Mosaic()
 
 
 def _to_head_major(q, k, v, beta, gamma, rel, h0):
-    return (*(jnp.swapaxes(x, 1, 2) for x in (q, k, v, beta, gamma)), rel, h0)
+    """[b, t, n, d] -> [b, n, t, d]; per-token scalars [b, n, 1, t]; rel [b, 1, t]."""
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in (q, k, v))
+    beta, gamma = (jnp.swapaxes(x, 1, 2)[:, :, None, :] for x in (beta, gamma))
+    return q, k, v, beta, gamma, rel[:, None, :], h0
 
 
 def _to_time_major(o):
