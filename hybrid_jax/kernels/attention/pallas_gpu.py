@@ -255,8 +255,8 @@ def _split_refs(refs: tuple[Any, ...], segments: bool, n_out: int) -> tuple[Any,
 def _fwd_kernel(q_ref, k_ref, v_ref, *refs, st: _Static):
     doc_ref, start_ref, end_ref, o_ref, lse_ref = _split_refs(refs, st.segments, 2)
     bq, bk = st.blocks.block_q, st.blocks.block_k
-    nq = pl.num_programs(0)
-    qb = nq - 1 - pl.program_id(0)  # heaviest (latest) query blocks first
+    nq = pl.num_programs(2)
+    qb = nq - 1 - pl.program_id(2)  # heaviest (latest) query blocks first
     p0 = st.offset + qb * bq
     q_pos = p0 + jnp.arange(bq, dtype=jnp.int32)
     q_doc = doc_ref[pl.ds(p0, bq)] if st.segments else None
@@ -292,8 +292,8 @@ def _fwd_kernel(q_ref, k_ref, v_ref, *refs, st: _Static):
 
 
 def _doc_specs(length: int) -> list[pl.BlockSpec]:
-    """BlockSpecs of the three [b, L] document arrays; the batch is grid axis 1."""
-    spec = pl.BlockSpec((None, length), lambda i, b, h: (b, 0))
+    """BlockSpecs of the three [b, L] document arrays; the batch is grid axis 0."""
+    spec = pl.BlockSpec((None, length), lambda b, h, i: (b, 0))
     return [spec, spec, spec]
 
 
@@ -311,23 +311,25 @@ def _forward(
     bq = st.blocks.block_q
     rep = st.rep
     nq = tp // bq
-    # Grid axis 0 runs backwards over query blocks (the latest, heaviest ones first).
+    # The query-block axis is the slowest-varying one of the grid (the GPU starts low
+    # program ids first) and runs backwards: the latest, heaviest blocks of every
+    # (batch, head) start first and the light ones fill in at the end.
     in_specs = [
-        pl.BlockSpec((None, bq, None, h), lambda i, bi, hi: (bi, nq - 1 - i, hi, 0)),
-        pl.BlockSpec((None, sp, None, h), lambda i, bi, hi: (bi, 0, hi // rep, 0)),
-        pl.BlockSpec((None, sp, None, h), lambda i, bi, hi: (bi, 0, hi // rep, 0)),
+        pl.BlockSpec((None, bq, None, h), lambda bi, hi, i: (bi, nq - 1 - i, hi, 0)),
+        pl.BlockSpec((None, sp, None, h), lambda bi, hi, i: (bi, 0, hi // rep, 0)),
+        pl.BlockSpec((None, sp, None, h), lambda bi, hi, i: (bi, 0, hi // rep, 0)),
     ]
     if st.segments:
         in_specs += _doc_specs(docs[0].shape[1])
     out_specs = [
-        pl.BlockSpec((None, bq, None, h), lambda i, bi, hi: (bi, nq - 1 - i, hi, 0)),
-        pl.BlockSpec((None, None, bq), lambda i, bi, hi: (bi, hi, nq - 1 - i)),
+        pl.BlockSpec((None, bq, None, h), lambda bi, hi, i: (bi, nq - 1 - i, hi, 0)),
+        pl.BlockSpec((None, None, bq), lambda bi, hi, i: (bi, hi, nq - 1 - i)),
     ]
     out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype),
                  jax.ShapeDtypeStruct((b, n, tp), jnp.float32)]
     o, lse = pl.pallas_call(
         functools.partial(_fwd_kernel, st=st),
-        grid=(nq, b, n),
+        grid=(b, n, nq),
         in_specs=in_specs,
         out_specs=out_specs,
         out_shape=out_shape,
@@ -342,7 +344,7 @@ def _forward(
 def _dkv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *refs, st: _Static):
     doc_ref, start_ref, end_ref, dk_ref, dv_ref = _split_refs(refs, st.segments, 2)
     bq, bk = st.blocks.block_q_dkv, st.blocks.block_k_dkv
-    k0 = pl.program_id(0) * bk
+    k0 = pl.program_id(2) * bk
     k_pos = k0 + jnp.arange(bk, dtype=jnp.int32)
     k_doc = doc_ref[pl.ds(k0, bk)] if st.segments else None
     k, v = k_ref[...], v_ref[...]
@@ -379,8 +381,8 @@ def _dkv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *refs, st: _Sta
 def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, *refs, st: _Static):
     doc_ref, start_ref, end_ref, dq_ref = _split_refs(refs, st.segments, 1)
     bq, bk = st.blocks.block_q_dq, st.blocks.block_k_dq
-    nq = pl.num_programs(0)
-    qb = nq - 1 - pl.program_id(0)
+    nq = pl.num_programs(2)
+    qb = nq - 1 - pl.program_id(2)
     p0 = st.offset + qb * bq
     q_pos = p0 + jnp.arange(bq, dtype=jnp.int32)
     q_doc = doc_ref[pl.ds(p0, bq)] if st.segments else None
@@ -417,12 +419,12 @@ def _backward(
     doc_specs = _doc_specs(docs[0].shape[1]) if st.segments else []
 
     bq, bk = st.blocks.block_q_dkv, st.blocks.block_k_dkv
-    group = pl.BlockSpec((None, tp, rep, h), lambda j, bi, gi: (bi, 0, gi, 0))
-    group_rows = pl.BlockSpec((None, rep, tp), lambda j, bi, gi: (bi, gi, 0))
-    kv_block = pl.BlockSpec((None, bk, None, h), lambda j, bi, gi: (bi, j, gi, 0))
+    group = pl.BlockSpec((None, tp, rep, h), lambda bi, gi, j: (bi, 0, gi, 0))
+    group_rows = pl.BlockSpec((None, rep, tp), lambda bi, gi, j: (bi, gi, 0))
+    kv_block = pl.BlockSpec((None, bk, None, h), lambda bi, gi, j: (bi, j, gi, 0))
     dk, dv = pl.pallas_call(
         functools.partial(_dkv_kernel, st=st),
-        grid=(sp // bk, b, g),
+        grid=(b, g, sp // bk),
         in_specs=[group, kv_block, kv_block, group, group_rows, group_rows, *doc_specs],
         out_specs=[kv_block, kv_block],
         out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype),
@@ -434,12 +436,12 @@ def _backward(
 
     bq, bk = st.blocks.block_q_dq, st.blocks.block_k_dq
     nq = tp // bq
-    q_block = pl.BlockSpec((None, bq, None, h), lambda i, bi, hi: (bi, nq - 1 - i, hi, 0))
-    row_block = pl.BlockSpec((None, None, bq), lambda i, bi, hi: (bi, hi, nq - 1 - i))
-    kv_full = pl.BlockSpec((None, sp, None, h), lambda i, bi, hi: (bi, 0, hi // rep, 0))
+    q_block = pl.BlockSpec((None, bq, None, h), lambda bi, hi, i: (bi, nq - 1 - i, hi, 0))
+    row_block = pl.BlockSpec((None, None, bq), lambda bi, hi, i: (bi, hi, nq - 1 - i))
+    kv_full = pl.BlockSpec((None, sp, None, h), lambda bi, hi, i: (bi, 0, hi // rep, 0))
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, st=st),
-        grid=(nq, b, n),
+        grid=(b, n, nq),
         in_specs=[q_block, kv_full, kv_full, q_block, row_block, row_block, *doc_specs],
         out_specs=q_block,
         out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
