@@ -254,7 +254,8 @@ def chunk_grads(q, k, beta, dec: Decays, cfg: KernelConfig, num_v_blocks: int,
 
 
 # ----------------------------------------------------------------------- XLA glue
-def _next_pow2(x: int) -> int:
+def next_pow2(x: int) -> int:
+    """The padded size of a head dim: the next power of two, at least 16."""
     return max(16, 1 << (x - 1).bit_length())
 
 
@@ -274,7 +275,7 @@ def prepare(q, k, v, g, beta, initial_state, segment_ids, chunk: int) -> Prepare
     b, t, n, dk = q.shape
     dv = v.shape[-1]
     num_chunks = -(-t // chunk)
-    tp, dkp, dvp = num_chunks * chunk, _next_pow2(dk), _next_pow2(dv)
+    tp, dkp, dvp = num_chunks * chunk, next_pow2(dk), next_pow2(dv)
 
     def pad(x, d_to=None):
         widths = [(0, 0), (0, tp - t)] + [(0, 0)] * (x.ndim - 2)

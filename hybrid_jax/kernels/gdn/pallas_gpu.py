@@ -234,6 +234,12 @@ def gated_delta_rule_pallas_gpu(
     q, k, v = (x.astype(dtype) for x in (q, k, v))
     cfg = pc.make_config(q, v, scale=scale, chunk=chunk_size, interpret=interpret,
                          inv_precision=lax.Precision.DEFAULT, block_v=block_v, **tuning)
+    b, t, n, dk = q.shape
+    chunks = -(-t // chunk_size)
+    states = b * n * chunks * pc.next_pow2(dk) * pc.next_pow2(v.shape[-1])
+    if states >= 2**31:
+        raise ValueError(f"Pallas GDN (GPU): the per-chunk states would hold {states} "
+                         "elements, past the kernels' int32 indexing; split the batch")
     o, state = pc.run(_BACKEND, cfg, q, k, v, g, beta, initial_state=initial_state,
                       segment_ids=segment_ids)
     return o.astype(out_dtype), state
