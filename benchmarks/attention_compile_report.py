@@ -21,6 +21,7 @@ Step 1 reaches into jax's private Pallas-Triton lowering to capture the IR.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import pathlib
@@ -46,10 +47,11 @@ def dump(out: pathlib.Path, args: argparse.Namespace) -> None:
         return result
 
     registration.lowering.lower_jaxpr_to_triton_module = capture
-    blocks = pallas_gpu.BlockSizes(**json.loads(args.blocks))
+    blocks = pallas_gpu.default_block_sizes(jnp.dtype(args.dtype), args.head_dim)
+    blocks = dataclasses.replace(blocks, **json.loads(args.blocks))
     b, t, n, g, h = args.batch, args.seq_len, args.heads, args.kv_heads, args.head_dim
-    q = jax.ShapeDtypeStruct((b, t, n, h), jnp.bfloat16)
-    kv = jax.ShapeDtypeStruct((b, t, g, h), jnp.bfloat16)
+    q = jax.ShapeDtypeStruct((b, t, n, h), jnp.dtype(args.dtype))
+    kv = jax.ShapeDtypeStruct((b, t, g, h), jnp.dtype(args.dtype))
     seg = jax.ShapeDtypeStruct((b, t), jnp.int32)
 
     def fwd_bwd(q, k, v, seg):
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--head_dim", type=int, default=128)
     ap.add_argument("--window", type=int, default=None)
     ap.add_argument("--segments", action="store_true")
+    ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--blocks", default="{}", help="BlockSizes fields as JSON")
     args = ap.parse_args()
     if args.step == "dump":

@@ -108,6 +108,17 @@ class BlockSizes:
         return max(self.block_k, self.block_k_dkv, self.block_k_dq)
 
 
+def default_block_sizes(dtype: Any, head_dim: int) -> BlockSizes:
+    """`BlockSizes()` for 2-byte inputs; float32 tiles take twice the shared memory and
+    run on CUDA cores (no fp32 tensor-core path without TF32), so they get half the
+    keys per step and two pipeline stages."""
+    del head_dim  # the defaults hold for h <= 128; h = 256 is untested on a GPU
+    if jnp.dtype(dtype) == jnp.float32:
+        return BlockSizes(block_k=32, block_q_dkv=16, block_k_dq=16, num_stages=2,
+                          num_stages_bwd=2)
+    return BlockSizes()
+
+
 def pallas_unsupported_reason(q: Queries, k: Keys) -> str | None:
     """Why this kernel cannot run these inputs, or None if it can."""
     if q.dtype not in _DTYPES or k.dtype != q.dtype:
@@ -523,7 +534,7 @@ def flash_attention(
     s, g = k.shape[1], k.shape[2]
     if segment_ids is not None and segment_ids.shape != (b, s):
         raise ValueError(f"segment_ids shape {segment_ids.shape} != (batch, keys) = {(b, s)}")
-    blocks = block_sizes or BlockSizes()
+    blocks = block_sizes or default_block_sizes(q.dtype, h)
     st = _Static(
         causal=causal, window=window, segments=segment_ids is not None,
         scale=float(h**-0.5 if scale is None else scale), t=t, s=s, rep=n // g,
