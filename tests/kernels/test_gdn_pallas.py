@@ -167,7 +167,12 @@ def test_lowers_for_real_backends(kind, target):
         return jnp.sum(o.astype(jnp.float32)) + jnp.sum(s)
 
     grad = jax.jit(jax.grad(loss, tuple(range(6))))
-    text = grad.trace(*avals).lower(lowering_platforms=(target,)).as_text()
+    try:
+        text = grad.trace(*avals).lower(lowering_platforms=(target,)).as_text()
+    except RuntimeError as e:  # jax >= 0.11 asks for a (possibly abstract) GPU device
+        if "No supported GPU devices found" not in str(e):
+            raise
+        pytest.skip(f"this jax lowers Triton only with a GPU device: {e}")
     assert text.count("tpu_custom_call" if kind == "tpu" else "triton") >= 4
 
 
