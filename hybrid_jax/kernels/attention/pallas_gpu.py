@@ -53,15 +53,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as pltriton
 
 from hybrid_jax.kernels.attention.reference import check_attention_args
 from hybrid_jax.segments import document_index
 from hybrid_jax.typing import Array, AttentionOut, Keys, Queries, SegmentIds, Values
-
-try:  # the Triton compiler parameters; absent from CPU-only installs of some versions
-    from jax.experimental.pallas import triton as _plgpu
-except ImportError:  # pragma: no cover
-    _plgpu = None
 
 _LOG2E = math.log2(math.e)
 _DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
@@ -109,10 +105,16 @@ class BlockSizes:
 
 
 def default_block_sizes(dtype: Any, head_dim: int) -> BlockSizes:
-    """`BlockSizes()` for 2-byte inputs; float32 tiles take twice the shared memory and
-    run on CUDA cores (no fp32 tensor-core path without TF32), so they get half the
-    keys per step and two pipeline stages."""
-    del head_dim  # the defaults hold for h <= 128; h = 256 is untested on a GPU
+    """Tiles that fit an H100's 227 KiB of shared memory without register spills.
+
+    `BlockSizes()` for 2-byte inputs with h <= 128. Float32 tiles take twice the memory
+    and run on CUDA cores (no fp32 tensor-core path without TF32), and h = 256 doubles
+    every row: both get half the keys per step and two pipeline stages (h = 256 also
+    halves the query blocks). Checked with `benchmarks/attention_compile_report.py`.
+    """
+    if head_dim > 128:
+        return BlockSizes(block_q=64, block_k=32, block_q_dkv=16, block_k_dkv=64,
+                          block_q_dq=64, block_k_dq=16, num_stages=2, num_stages_bwd=2)
     if jnp.dtype(dtype) == jnp.float32:
         return BlockSizes(block_k=32, block_q_dkv=16, block_k_dq=16, num_stages=2,
                           num_stages_bwd=2)
@@ -308,10 +310,8 @@ def _doc_specs(length: int) -> list[pl.BlockSpec]:
     return [spec, spec, spec]
 
 
-def _compiler_params(num_warps: int, num_stages: int) -> Any:
-    if _plgpu is None:  # pragma: no cover
-        return None
-    return _plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+def _compiler_params(num_warps: int, num_stages: int) -> pltriton.CompilerParams:
+    return pltriton.CompilerParams(num_warps=num_warps, num_stages=num_stages)
 
 
 def _forward(
