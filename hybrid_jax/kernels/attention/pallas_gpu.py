@@ -232,10 +232,10 @@ def _three_loops(
 
 
 # ------------------------------------------------------------------------ kernel pieces
-def _dot(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False) -> jax.Array:
-    """a @ b (optionally transposed) accumulated in float32; float32 inputs exactly."""
+def _dot(a: jax.Array, b: jax.Array, *, tb: bool = False) -> jax.Array:
+    """a @ b (or a @ b^T) accumulated in float32; float32 inputs exactly (never TF32)."""
     precision = lax.Precision.HIGHEST if a.dtype == jnp.float32 else lax.Precision.DEFAULT
-    dims = (((0 if ta else 1,), (1 if tb else 0,)), ((), ()))
+    dims = (((1,), (1 if tb else 0,)), ((), ()))
     return lax.dot_general(a, b, dims, precision=(precision, precision),
                            preferred_element_type=jnp.float32)
 
