@@ -165,7 +165,7 @@ def test_sliding_window_work_grows_as_t_times_w():
 
 
 def test_triton_lowering_for_gpu():
-    """The three kernels lower to Triton IR (no GPU needed: export for CUDA)."""
+    """The three kernels lower to Triton IR (export for CUDA: no GPU needed up to jax 0.10)."""
     q, k, v = qkv(0, t=300, n=8, g=2, dtype=jnp.bfloat16)
     seg = segments(2, 300)
 
@@ -174,8 +174,13 @@ def test_triton_lowering_for_gpu():
                                                          segment_ids=seg), q, k, v)
         return o, vjp(o)
 
-    exp = export.export(jax.jit(fwd_bwd), platforms=["cuda"], disabled_checks=[
-        export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(q, k, v, seg)
+    try:
+        exp = export.export(jax.jit(fwd_bwd), platforms=["cuda"], disabled_checks=[
+            export.DisabledSafetyCheck.custom_call("__gpu$xla.gpu.triton")])(q, k, v, seg)
+    except RuntimeError as e:  # jax >= 0.11 compiles Triton while lowering: needs a GPU
+        if "No supported GPU devices found" not in str(e):
+            raise
+        pytest.skip(f"this jax lowers Triton only with a GPU device: {e}")
     text = exp.mlir_module()
     for name in ("flash_attention_fwd", "flash_attention_dkv", "flash_attention_dq"):
         assert f'name = "{name}"' in text
