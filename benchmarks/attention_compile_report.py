@@ -4,7 +4,8 @@ kernels for sm_90a, without a GPU.
 Two steps, because jax and a standalone Triton usually live in different environments:
 
     # 1. with hybrid_jax's jax: lower the three kernels (export for CUDA) and write their
-    #    Triton IR, one .ttir file per kernel, plus the launch parameters
+    #    Triton IR, one .ttir file per kernel, plus the launch parameters (on a machine
+    #    without a GPU this needs jax <= 0.10: 0.11 compiles Triton while lowering)
     python benchmarks/attention_compile_report.py dump /tmp/ttir --kv_heads=32 \
         --blocks='{"block_q": 128, "block_k": 64}'
     # 2. with `pip install triton` (3.6 was used): compile each file for sm_90a and run
