@@ -28,6 +28,13 @@ Memory plan: forward saves only the per-chunk states (2 K V bytes per 64 tokens 
 head in bf16); the backward re-runs `wy` (W and P) and recomputes U, V' inside `grads`.
 XLA does the O(t) glue: padding, the chunk-local cumsum of g (and, by autodiff, the
 reverse cumsum that turns dgamma into dg), document indices, cropping.
+
+Status: correct in interpret mode on CPU (tests/kernels/test_gdn_pallas.py), and the
+Triton IR Pallas emits for every kernel compiles for sm_90 (checked offline with
+Triton 3.6 + ptxas; bf16, K = V = 128: `grads` is register-bound and spills about
+2.6 KB per thread at 8 warps, the others spill little or nothing). Not yet run or
+timed on a GPU in this repository: tests/kernels/test_gdn_pallas.py (GPU cases) and
+benchmarks/gdn.py are the checks to run there.
 """
 
 from __future__ import annotations
