@@ -112,11 +112,11 @@ def test_interpret_default_chunk_gpu():
     _check(_kernel("gpu", 64), inputs, h0, None, jnp.float32)
 
 
-@pytest.mark.parametrize("kind", ["gpu", "tpu"])
-@pytest.mark.parametrize("g_range,beta_lo,beta_hi", [
-    ((-1e-6, -1e-7), 0.0, 1e-6),  # no decay, nearly no writes
-    ((-1e-6, -1e-7), 2.0 - 1e-6, 2.0),  # no decay, beta at 2 (eigenvalue -1)
-    ((-20.0, -19.0), 0.0, 2.0),  # near-total decay every step
+@pytest.mark.parametrize("kind,g_range,beta_lo,beta_hi", [
+    ("gpu", (-1e-6, -1e-7), 0.0, 1e-6),  # no decay, nearly no writes
+    ("gpu", (-1e-6, -1e-7), 2.0 - 1e-6, 2.0),  # no decay, beta at 2 (eigenvalue -1)
+    ("gpu", (-20.0, -19.0), 0.0, 2.0),  # near-total decay every step
+    ("tpu", (-1e-6, -1e-7), 2.0 - 1e-6, 2.0),  # same algebra: the hardest case only
 ])
 def test_interpret_stress(kind, g_range, beta_lo, beta_hi):
     (q, k, v, g, _), h0 = make_inputs(5, b=1, t=40, n=2, dk=8, dv=8, g_range=g_range)
