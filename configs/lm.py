@@ -33,6 +33,9 @@ def get_config(arg: str = ""):
         vocab_size=4096 if tiny else 32_768,
         tokenizer_chars=5_000_000,
         seq_len=256 if tiny else 4096,
+        # Independent shard streams (0: one per process). Fix it (to a multiple of every
+        # process count you will use) to resume on a different number of hosts.
+        shards=0,
     )
 
     config.train = dict(

@@ -3,9 +3,11 @@
 Two kinds of checkpoint live in a workdir:
 
     checkpoints/<step>/   orbax, async, `keep` most recent: the TrainState (step,
-                          parameters, optimizer state) and the grain iterator state of
-                          every process. Restoring both replays the exact data order, so
-                          a killed run resumes on the same loss curve.
+                          parameters, optimizer state) and the iterator state of every
+                          data shard (`data/shard_<s>.json`, written by the process
+                          that owns it). Restoring both replays the exact data order, so
+                          a killed run resumes on the same loss curve, on any number of
+                          processes that divides the shard count.
     <name>/               parameter exports in the hybrid_jax parameter format
                           (`model_config.json` + `params/`, see `convert.checkpoint`):
                           `final`, and for WSD-S `stable_<budget>x` / `anneal_<budget>x`.
@@ -18,21 +20,60 @@ to the previous one.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import pathlib
 from typing import Any
 
-import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from hybrid_jax.data.pipeline import ShardedBatches
 from hybrid_jax.models.config import ModelConfig
 from hybrid_jax.train.state import TrainState
 
 log = logging.getLogger("hybrid_jax.train")
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+    """Orbax handler for a `ShardedBatches` iterator: one JSON file per data shard.
+
+    Every process writes the shards it owns and reads back the shards it owns now, so
+    the files do not depend on how many processes wrote them.
+    """
+
+    def save(self, directory, args: DataSave) -> None:
+        state = args.item.get_state()
+        for s, shard_state in state["shards"].items():
+            path = directory / f"shard_{int(s):05d}-of-{state['num_shards']:05d}.json"
+            path.write_text(json.dumps(shard_state))
+
+    def restore(self, directory, args: DataRestore) -> ShardedBatches:
+        found: dict[int, dict[str, Any]] = {}
+        for path in directory.glob("shard_*-of-*.json"):
+            s, num_shards = (int(x) for x in path.stem[len("shard_"):].split("-of-"))
+            found.setdefault(num_shards, {})[str(s)] = json.loads(path.read_text())
+        if len(found) != 1:
+            raise ValueError(f"{directory} holds data states for shard counts {sorted(found)}")
+        [(num_shards, shards)] = found.items()
+        args.item.set_state({"num_shards": num_shards, "shards": shards})  # checks them
+        return args.item
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataSave(ocp.args.CheckpointArgs):
+    item: ShardedBatches
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataRestore(ocp.args.CheckpointArgs):
+    item: ShardedBatches
 
 
 class Checkpointer:
@@ -49,14 +90,14 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self._manager.all_steps())
 
-    def save(self, state: TrainState, iterator: grain.DatasetIterator) -> None:
+    def save(self, state: TrainState, iterator: ShardedBatches) -> None:
         step = int(jax.device_get(state.step))
         self._manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=grain.checkpoint.CheckpointSave(iterator)))
+            data=DataSave(iterator)))
 
     def restore_latest(
-        self, abstract_state: Any, iterator: grain.DatasetIterator
+        self, abstract_state: Any, iterator: ShardedBatches
     ) -> TrainState | None:
         """The newest readable checkpoint (iterator restored in place), or None if none.
 
@@ -68,7 +109,7 @@ class Checkpointer:
             try:
                 restored = self._manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state),
-                    data=grain.checkpoint.CheckpointRestore(iterator)))
+                    data=DataRestore(iterator)))
             except Exception as e:  # unreadable: fall back to the previous checkpoint
                 log.warning("checkpoint %d in %s cannot be restored (%s: %s); trying the "
                             "previous one", step, self.directory, type(e).__name__, e)

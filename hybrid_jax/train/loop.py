@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from hybrid_jax.configlib import model_config
 from hybrid_jax.data.batch import Batch
-from hybrid_jax.data.pipeline import to_batch, training_dataset
+from hybrid_jax.data.pipeline import to_batch, training_batches
 from hybrid_jax.data.sources import load_documents, split_held_out
 from hybrid_jax.data.tokenizers import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
 from hybrid_jax.models.lm import LM, count_params
@@ -119,10 +119,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
         log.info("model vocab_size set to %d for a tokenizer of %d", vocab, tokenizer.vocab_size)
         cfg = cfg.replace(vocab_size=vocab)
     seq_len = dc.seq_len
-    dataset = training_dataset(
-        train_docs, tokenizer, seq_len=seq_len, batch_size=tc.batch_size // jax.process_count(),
-        seed=tc.seed, process_index=jax.process_index(), process_count=jax.process_count())
-    iterator = iter(dataset)
+    iterator = training_batches(
+        train_docs, tokenizer, seq_len=seq_len, batch_size=tc.batch_size, seed=tc.seed,
+        num_shards=dc.shards, process_index=jax.process_index(),
+        process_count=jax.process_count())
 
     # ------------------------------------------------------------------ Model and optimizer
     graphdef, params = create_sharded_params(lambda: LM(cfg, rngs=nnx.Rngs(tc.seed)), mesh,

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from hybrid_jax.data.pipeline import training_dataset
+from hybrid_jax.data.pipeline import training_batches
 from hybrid_jax.data.sources import Document, load_documents, split_held_out
 from hybrid_jax.data.tokenizers import load_tokenizer, train_sentencepiece
 
@@ -63,14 +63,17 @@ def test_sentencepiece_offsets_and_round_trip():
 def test_pipeline_is_deterministic_resumable_and_sharded():
     docs = [Document(str(i), "d", f"document {i} " + "word " * (i % 7 + 3)) for i in range(40)]
     tok = load_tokenizer("bytes")
-    ds = training_dataset(docs, tok, seq_len=32, batch_size=4, seed=3)
-    it = iter(ds)
+
+    def stream(**kw):
+        return training_batches(docs, tok, seq_len=32, batch_size=4, seed=3, **kw)
+
+    it = stream()
     first = [next(it) for _ in range(3)]
     state = it.get_state()
     after = [next(it) for _ in range(2)]
-    again = iter(training_dataset(docs, tok, seq_len=32, batch_size=4, seed=3))
+    again = stream()
     assert all((next(again)["tokens"] == b["tokens"]).all() for b in first)
-    resumed = iter(ds)
+    resumed = stream()
     resumed.set_state(state)
     assert all((next(resumed)["tokens"] == b["tokens"]).all() for b in after)
     b = first[0]
@@ -79,11 +82,29 @@ def test_pipeline_is_deterministic_resumable_and_sharded():
     for row, seg in zip(b["tokens"], b["segment_ids"]):
         changes = np.flatnonzero(np.diff(seg))
         assert all(row[c] == tok.eos_id for c in changes)
-    # Two processes see disjoint halves of the documents.
-    seen = []
-    for p in range(2):
-        it = iter(training_dataset(docs, tok, seq_len=32, batch_size=2, seed=3,
-                                   process_index=p, process_count=2))
-        text = "".join(tok.decode(row) for _ in range(30) for row in next(it)["tokens"])
-        seen.append({int(x) for x in re.findall(r"document (\d+) ", text)})
+
+    # Four shards over two processes: each process gets its half of every global batch,
+    # the halves are exactly the single-process batch, and they read disjoint documents.
+    single = stream(num_shards=4)
+    procs = [stream(num_shards=4, process_index=p, process_count=2) for p in range(2)]
+    seen = [set(), set()]
+    for _ in range(80):  # a few epochs: a document's name may straddle two rows
+        rows = [next(p)["tokens"] for p in procs]
+        assert rows[0].shape == (2, 33)
+        np.testing.assert_array_equal(np.concatenate(rows), next(single)["tokens"])
+        for p in range(2):
+            for row in rows[p]:
+                seen[p] |= {int(x) for x in re.findall(r"document (\d+) ", tok.decode(row))}
     assert seen[0] | seen[1] == set(range(40)) and not seen[0] & seen[1]
+    # A state written by two processes resumes one process.
+    merged = {"num_shards": 4,
+              "shards": {**procs[0].get_state()["shards"], **procs[1].get_state()["shards"]}}
+    single.set_state(merged)
+    rows = [next(p)["tokens"] for p in procs]
+    np.testing.assert_array_equal(np.concatenate(rows), next(single)["tokens"])
+    with pytest.raises(ValueError, match="was data.shards changed"):
+        stream(num_shards=2).set_state(merged)
+    with pytest.raises(ValueError, match="split evenly over 3 processes"):
+        stream(num_shards=4, process_index=0, process_count=3)
+    with pytest.raises(ValueError, match="not a multiple of the 3 data shards"):
+        stream(num_shards=3)
