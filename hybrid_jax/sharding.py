@@ -183,6 +183,14 @@ def activation_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[No
         _active.pop()
 
 
+def global_from_replicated_host(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A host array that every process holds in full -> one global array laid out by
+    `sharding` (each process places only its devices' slices)."""
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     """Sharding constraint on an activation by logical axes; a no-op outside a mesh."""
     if not _active:

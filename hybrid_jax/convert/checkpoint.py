@@ -101,8 +101,8 @@ def save_checkpoint(
         if tuple(x.shape) != tuple(expected[path].shape):
             raise ValueError(f"{'/'.join(map(str, path))}: shape {tuple(x.shape)}, model "
                              f"expects {tuple(expected[path].shape)}")
-        if isinstance(x, np.ndarray):
-            x = jax.device_put(x, _cpu)
+        if isinstance(x, np.ndarray) and jax.process_count() == 1:
+            x = jax.device_put(x, _cpu)  # (orbax refuses host-local arrays in multi-host jobs)
         node = tree
         for p in path[:-1]:
             node = node.setdefault(_key(p), {})
@@ -119,7 +119,13 @@ def save_checkpoint(
         tmp.mkdir()
         # Synchronous, and at most 1 GB of arrays in flight: memory, not speed, bounds
         # a 7B conversion on a 24 GiB host.
-        ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(save_concurrent_gb=1))
+        # The calling process alone writes (in a multi-host job, the others wait for it).
+        alone = ocp.options.MultiprocessingOptions(
+            primary_host=jax.process_index(), active_processes={jax.process_index()},
+            barrier_sync_key_prefix=f"export_{jax.process_index()}")
+        ckptr = ocp.Checkpointer(
+            ocp.PyTreeCheckpointHandler(save_concurrent_gb=1, multiprocessing_options=alone),
+            multiprocessing_options=alone)
         ckptr.save(tmp / PARAMS_DIR, args=ocp.args.PyTreeSave(tree))
         del tree
         meta = {"format": FORMAT, "model": cfg.to_dict(), "source": source or {}}

@@ -13,10 +13,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from hybrid_jax.data.batch import Batch
+from hybrid_jax.sharding import global_from_replicated_host
 from hybrid_jax.train.losses import token_nll, token_nll_and_log_z
 from hybrid_jax.train.state import TrainState
 
@@ -87,11 +90,24 @@ def make_train_step(
                    out_shardings=(state_sharding, None))
 
 
-def make_eval_step(graphdef: nnx.GraphDef, *, batch_sharding=None):
-    """A jitted `nll(params, batch) -> [b, t]` per-token losses in nats (unmasked)."""
+def make_eval_step(graphdef: nnx.GraphDef, *, batch_sharding: NamedSharding | None = None):
+    """A jitted `nll(params, batch) -> [b, t]` per-token losses in nats (unmasked).
+
+    With `batch_sharding`, the batch is a host batch that every process holds in full
+    (the eval set), and every process gets all the losses back.
+    """
 
     def nll(params: nnx.State, batch: Batch) -> jax.Array:
         model = nnx.merge(graphdef, params)
         return token_nll(model(batch.inputs, segment_ids=batch.segment_ids), batch.targets)
 
-    return jax.jit(nll, in_shardings=(None, batch_sharding))
+    if batch_sharding is None:
+        return jax.jit(nll)
+    replicated = NamedSharding(batch_sharding.mesh, PartitionSpec())
+    jitted = jax.jit(nll, in_shardings=(None, batch_sharding), out_shardings=replicated)
+
+    def global_nll(params: nnx.State, batch: Batch) -> jax.Array:
+        return jitted(params, jax.tree.map(
+            lambda x: global_from_replicated_host(np.asarray(x), batch_sharding), batch))
+
+    return global_nll
