@@ -55,6 +55,7 @@ setup(
             "hybrid-jax-score=hybrid_jax.apps.score:run",
             "hybrid-jax-analyze=hybrid_jax.apps.analyze:run",
             "hybrid-jax-convert=hybrid_jax.apps.convert:run",
+            "hybrid-jax-probe=hybrid_jax.apps.probe:run",
         ],
     },
 )
