@@ -9,6 +9,9 @@
   every device arrives, so a sharded step can starve itself and hang unless the pool has
   more threads (NPROC). Those threads would oversubscribe the cores for every other
   test, hence the subprocess.
+- XLA:CPU's multi-threaded Eigen kernels are off: the test workers already use every
+  core, and with them on, a computation now and then never finished (its pool wedged;
+  seen once in a full run, a worker asleep at 0% CPU waiting on a result).
 """
 
 from __future__ import annotations
@@ -18,8 +21,12 @@ import pathlib
 import subprocess
 import sys
 
-import jax
-import pytest
+if "--xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_cpu_multi_thread_eigen=false").strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -20,6 +20,7 @@ from hybrid_jax.models.presets import (
     olmo_hybrid_7b,
     research_model,
 )
+from hybrid_jax.train.state import TrainState
 from hybrid_jax.train.step import make_train_step
 
 from .test_layers import perturb
@@ -120,7 +121,7 @@ def test_training_step_learns_on_cpu(arch):
     model = LM(cfg, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adam(1e-2)
-    opt_state = tx.init(params)
+    state = TrainState.create(params, tx)
     step = make_train_step(graphdef, tx)
     # A repeating sequence is learnable in a few steps by every architecture.
     pattern = np.random.default_rng(0).integers(0, VOCAB, 16)
@@ -128,7 +129,7 @@ def test_training_step_learns_on_cpu(arch):
     batch = Batch.from_rows(rows)
     losses = []
     for _ in range(15):
-        params, opt_state, metrics = step(params, opt_state, batch)
+        state, metrics = step(state, batch)
         losses.append(float(metrics["loss"]))
     # Near-uniform initial predictions: the first loss is close to ln(vocab).
     assert losses[0] == pytest.approx(np.log(VOCAB), abs=0.15)
