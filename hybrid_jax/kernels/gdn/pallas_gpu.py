@@ -81,7 +81,7 @@ class _Triton:
         b, t, n, dk = q.shape
         dv, c = v.shape[-1], cfg.chunk
 
-        def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, *outs):
+        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, *outs):
             ci, h, bi = _ids()
             rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
@@ -101,7 +101,7 @@ class _Triton:
         if with_u:
             shapes.append(jax.ShapeDtypeStruct((b, t, n, dv), mm))
         shapes.append(jax.ShapeDtypeStruct((b, t, n, c), mm))
-        outs = self._call(kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel,
+        outs = self._call(gdn_wy_kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel,
                           num_warps=cfg.num_warps)
         return (outs[0], outs[1], outs[2]) if with_u else (outs[0], None, outs[1])
 
@@ -110,8 +110,8 @@ class _Triton:
         dv, c, bv = u.shape[-1], cfg.chunk, min(cfg.block_v, u.shape[-1])
         num_chunks = t // c
 
-        def kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref, h0_ref, o_ref,
-                   ht_ref, *states_ref):
+        def gdn_state_fwd_kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref,
+                                 h0_ref, o_ref, ht_ref, *states_ref):
             j, h, bi = _ids()
             cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
 
@@ -133,7 +133,7 @@ class _Triton:
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
         if save_states:
             shapes.append(jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype))
-        outs = self._call(kernel, cfg, (dv // bv, n, b), shapes,
+        outs = self._call(gdn_state_fwd_kernel, cfg, (dv // bv, n, b), shapes,
                           q, k, w, u, p, gamma, rel, h0, num_warps=cfg.num_warps_state,
                           num_stages=cfg.num_stages_state)
         return outs[0], outs[1], (outs[2] if save_states else None)
@@ -144,8 +144,8 @@ class _Triton:
         dv, c, bv = do.shape[-1], cfg.chunk, min(cfg.block_v, do.shape[-1])
         num_chunks = t // c
 
-        def kernel(q_ref, k_ref, w_ref, p_ref, gamma_ref, rel_ref, do_ref, dht_ref,
-                   dstates_ref, dvn_ref, dh0_ref):
+        def gdn_state_bwd_kernel(q_ref, k_ref, w_ref, p_ref, gamma_ref, rel_ref, do_ref,
+                                 dht_ref, dstates_ref, dvn_ref, dh0_ref):
             j, h, bi = _ids()
             cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
 
@@ -167,7 +167,7 @@ class _Triton:
         shapes = [jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), mm),
                   jax.ShapeDtypeStruct((b, t, n, dv), mm),
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
-        return self._call(kernel, cfg, (dv // bv, n, b), shapes,
+        return self._call(gdn_state_bwd_kernel, cfg, (dv // bv, n, b), shapes,
                           q, k, w, p, gamma, rel, do, dht, num_warps=cfg.num_warps_state,
                           num_stages=cfg.num_stages_state)
 
@@ -175,8 +175,9 @@ class _Triton:
         b, t, n, dk = q.shape
         dv, c, bv = v.shape[-1], cfg.chunk, min(cfg.block_v, v.shape[-1])
 
-        def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref, ds_ref,
-                   do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref, dgamma_ref):
+        def gdn_grads_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref,
+                             ds_ref, do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref,
+                             dgamma_ref):
             ci, h, bi = _ids()
             rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
@@ -203,7 +204,7 @@ class _Triton:
                   jax.ShapeDtypeStruct(v.shape, v.dtype),
                   jax.ShapeDtypeStruct(beta.shape, F32),
                   jax.ShapeDtypeStruct(gamma.shape, F32)]
-        return self._call(kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel,
+        return self._call(gdn_grads_kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel,
                           states, dstates, do, dvn, num_warps=cfg.num_warps_grads)
 
 

@@ -76,7 +76,7 @@ class _Mosaic:
         dv, c = v.shape[-1], cfg.chunk
         tokens, row, rel_row, _ = self._specs(t, c)
 
-        def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, *outs):
+        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, *outs):
             beta, dec = _chunk_scalars(pl.program_id(2), c, beta_ref, gamma_ref, rel_ref)
             w, u, p = pc.wy_forward(q_ref[...], k_ref[...], v_ref[...], beta, dec, cfg,
                                     with_u=with_u)
@@ -93,7 +93,7 @@ class _Mosaic:
             out_specs.append(tokens(dv))
         shapes.append(jax.ShapeDtypeStruct((b, n, t, c), mm))
         out_specs.append(tokens(c))
-        outs = self._call(kernel, cfg, (b, n, t // c), (_PAR,) * 3,
+        outs = self._call(gdn_wy_kernel, cfg, (b, n, t // c), (_PAR,) * 3,
                           [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row],
                           out_specs, shapes, q, k, v, beta, gamma, rel)
         return (outs[0], outs[1], outs[2]) if with_u else (outs[0], None, outs[1])
@@ -107,8 +107,8 @@ class _Mosaic:
         per_chunk_state = pl.BlockSpec((None, None, None, dk, dv),
                                        lambda b, h, ci: (b, h, ci, 0, 0))
 
-        def kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref, h0_ref, o_ref,
-                   ht_ref, *rest):
+        def gdn_state_fwd_kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref,
+                                 h0_ref, o_ref, ht_ref, *rest):
             *states_ref, s_ref = rest
             ci = pl.program_id(2)
 
@@ -136,7 +136,7 @@ class _Mosaic:
             shapes.append(jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype))
             out_specs.append(per_chunk_state)
         outs = self._call(
-            kernel, cfg, (b, n, num_chunks), (_PAR, _PAR, _SEQ),
+            gdn_state_fwd_kernel, cfg, (b, n, num_chunks), (_PAR, _PAR, _SEQ),
             [tokens(dk), tokens(dk), tokens(dk), tokens(dv), tokens(c), row, rel_row,
              whole_state], out_specs, shapes, q, k, w, u, p, gamma, rel, h0,
             scratch=[pltpu.VMEM((dk, dv), F32)])
@@ -152,8 +152,8 @@ class _Mosaic:
         per_chunk_state = pl.BlockSpec((None, None, None, dk, dv),
                                        lambda b, h, ci: (b, h, chunk_of(ci), 0, 0))
 
-        def kernel(q_ref, k_ref, w_ref, p_ref, gamma_ref, rel_ref, do_ref, dht_ref,
-                   dstates_ref, dvn_ref, dh0_ref, ds_ref):
+        def gdn_state_bwd_kernel(q_ref, k_ref, w_ref, p_ref, gamma_ref, rel_ref, do_ref,
+                                 dht_ref, dstates_ref, dvn_ref, dh0_ref, ds_ref):
             i = pl.program_id(2)
 
             @pl.when(i == 0)
@@ -177,7 +177,7 @@ class _Mosaic:
                   jax.ShapeDtypeStruct((b, n, t, dv), mm),
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
         return self._call(
-            kernel, cfg, (b, n, num_chunks), (_PAR, _PAR, _SEQ),
+            gdn_state_bwd_kernel, cfg, (b, n, num_chunks), (_PAR, _PAR, _SEQ),
             [tokens(dk), tokens(dk), tokens(dk), tokens(c), row, rel_row, tokens(dv),
              whole_state], [per_chunk_state, tokens(dv), whole_state], shapes,
             q, k, w, p, gamma, rel, do, dht, scratch=[pltpu.VMEM((dk, dv), F32)])
@@ -190,8 +190,9 @@ class _Mosaic:
                                        lambda b, h, ci: (b, h, ci, 0, 0))
         chunk_row = pl.BlockSpec((None, None, None, 1, c), lambda b, h, ci: (b, h, ci, 0, 0))
 
-        def kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref, ds_ref,
-                   do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref, dgamma_ref):
+        def gdn_grads_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref,
+                             ds_ref, do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref,
+                             dgamma_ref):
             beta, dec = _chunk_scalars(pl.program_id(2), c, beta_ref, gamma_ref, rel_ref)
 
             def load(_: int):
@@ -212,7 +213,7 @@ class _Mosaic:
                   jax.ShapeDtypeStruct(k.shape, k.dtype),
                   jax.ShapeDtypeStruct(v.shape, v.dtype), per_chunk_row, per_chunk_row]
         dq, dk, dv, dbeta, dgamma = self._call(
-            kernel, cfg, (b, n, t // c), (_PAR,) * 3,
+            gdn_grads_kernel, cfg, (b, n, t // c), (_PAR,) * 3,
             [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row, per_chunk_state,
              per_chunk_state, tokens(dv), tokens(dv)],
             [tokens(dk), tokens(dk), tokens(dv), chunk_row, chunk_row], shapes,
