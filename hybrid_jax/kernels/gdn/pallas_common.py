@@ -25,8 +25,9 @@ the inverse run in fp32; the large products take the input dtype (bf16 operands,
 accumulation), like fla.
 
 The custom_vjp (`make_core`) saves the inputs and the per-chunk states entering each
-chunk; the backward recomputes W and P (the WY kernel), runs the reverse state pass for
-dS and dV', then one parallel kernel per chunk for dq, dk, dv, dbeta and dgamma.
+chunk; the backward re-runs the WY kernel (W, A, P: A in the input dtype, as fla), runs
+the reverse state pass for dS and dV', then the per-chunk gradient kernels for dq, dk,
+dv, dbeta and dgamma.
 """
 
 from __future__ import annotations
@@ -144,18 +145,18 @@ def _kkt_and_inverse(k: jax.Array, beta: jax.Array, dec: Decays, cfg: KernelConf
     return kk, strict, unit_lower_inverse(m, cfg.inv_precision)
 
 
-def wy_forward(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array, dec: Decays,
-               cfg: KernelConfig, *, with_u: bool = True):
-    """W [C, K], U [C, V] (None unless `with_u`) and P [C, C] of one chunk, fp32."""
+def wy_forward(q: jax.Array, k: jax.Array, v: jax.Array | None, beta: jax.Array,
+               dec: Decays, cfg: KernelConfig):
+    """W [C, K], then U [C, V] if v is given, else A [C, C] (for the backward), and
+    P [C, C] of one chunk, fp32."""
     _, _, a = _kkt_and_inverse(k, beta, dec, cfg)
     xw = k.astype(F32) * (beta * dec.d_in)[:, None]
     w = dot(a, xw, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
-    u = None
-    if with_u:
-        u = dot(a, v.astype(F32) * beta[:, None], dtype=cfg.mm_dtype,
+    if v is not None:
+        a = dot(a, v.astype(F32) * beta[:, None], dtype=cfg.mm_dtype,
                 precision=cfg.mm_precision)
     qk = dot(q, k, tb=True, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
-    return w, u, cfg.scale * qk * dec.gam
+    return w, a, cfg.scale * qk * dec.gam
 
 
 def state_forward(q, k, w, u, p, dec: Decays, s: jax.Array, cfg: KernelConfig):
@@ -182,75 +183,86 @@ def state_backward(q, k, w, p, dec: Decays, do: jax.Array, ds: jax.Array,
     return dv_new, ds_prev
 
 
-VBlock = tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]
+def grads_through_state(q, k, beta, gamma, rel, a, w, cfg: KernelConfig,
+                        num_v_blocks: int,
+                        load_v_block: Callable[[int], tuple[jax.Array, ...]]):
+    """Chunk gradients through O = scale (d Q) S + P V' and S_next = c S + (e K)^T V'.
 
-
-def chunk_grads(q, k, beta, dec: Decays, cfg: KernelConfig, num_v_blocks: int,
-                load_v_block: Callable[[int], VBlock],
-                store_dv: Callable[[int, jax.Array], None]):
-    """Gradients of one chunk given the saved state S and dS after it, dO and dV'.
-
-    `load_v_block(j)` returns (v, S, dS, dO, dV') restricted to V-block j; `store_dv`
-    writes dv of that block. Returns dq [C, K], dk [C, K], dbeta [C], dgamma [C] (fp32).
+    a, w: the chunk's A and W (from the backward's `wy` pass). `load_v_block(j)`
+    returns (v, S, dS, dO) on V-block j (S entering the chunk, dS the gradient of the
+    state leaving it). Returns dq [C, K] (complete), and the parts of dk [C, K] and
+    dgamma [C] that flow through P, d, e and c (fp32). The decays are formed after the
+    V-block loop, so that they are not held (in registers) across it.
     """
-    mm, prec, inv_prec = cfg.mm_dtype, cfg.mm_precision, cfg.inv_precision
+    mm, prec = cfg.mm_dtype, cfg.mm_precision
     c_len, dk_len = k.shape
-    k32, q32 = k.astype(F32), q.astype(F32)
-    kk, strict, a = _kkt_and_inverse(k, beta, dec, cfg)
-    # Keep few [C, K] tiles alive across the V-block loop (GPU registers): W in the
-    # input dtype, X_w recomputed after the loop.
-    w = dot(a, k32 * (beta * dec.d_in)[:, None], dtype=mm, precision=prec).astype(mm)
     dp = jnp.zeros((c_len, c_len), F32)
-    da = jnp.zeros((c_len, c_len), F32)
     do_s = jnp.zeros((c_len, dk_len), F32)  # dO S^T
     vn_ds = jnp.zeros((c_len, dk_len), F32)  # V' dS^T
-    dw = jnp.zeros((c_len, dk_len), F32)
-    dbeta = jnp.zeros((c_len,), F32)
     dc = jnp.zeros((), F32)
     for jb in range(num_v_blocks):
-        v, s, ds, do, dvn = load_v_block(jb)
-        xu = v.astype(F32) * beta[:, None]
-        dvn = dvn.astype(F32)
-        v_new = dot(a, xu, dtype=mm, precision=prec) - dot(w, s, dtype=mm, precision=prec)
+        v, s, ds, do = load_v_block(jb)
+        v_new = (dot(a, v.astype(F32) * beta[:, None], dtype=mm, precision=prec)
+                 - dot(w, s, dtype=mm, precision=prec))
         dp += dot(do, v_new, tb=True, dtype=mm, precision=prec)
         do_s += dot(do, s, tb=True, dtype=mm, precision=prec)
         vn_ds += dot(v_new, ds, tb=True, dtype=mm, precision=prec)
-        dw -= dot(dvn, s, tb=True, dtype=mm, precision=prec)
-        da += dot(dvn, xu, tb=True, dtype=mm, precision=prec)
         dc += jnp.sum(s.astype(F32) * ds.astype(F32))
-        dxu = dot(a, dvn, ta=True, dtype=mm, precision=prec)
-        store_dv(jb, dxu * beta[:, None])
-        dbeta += jnp.sum(dxu * v.astype(F32), axis=1)
-    # O = scale (d Q) S + P V' and S_next = c S + (e K)^T V'.
-    qk = dot(q, k, tb=True, dtype=mm, precision=prec)
+    dec = decays(gamma, rel)
     dp_gam = cfg.scale * dp * dec.gam
     dq = dot(dp_gam, k, dtype=mm, precision=prec) + (cfg.scale * dec.d_in)[:, None] * do_s
     dk = dot(dp_gam, q, ta=True, dtype=mm, precision=prec) + dec.e_out[:, None] * vn_ds
-    d_d = cfg.scale * jnp.sum(q32 * do_s, axis=1)
-    d_e = jnp.sum(k32 * vn_ds, axis=1)
-    g_gam = cfg.scale * dp * qk
-    # W = A X_w, X_w = beta d K;  U = A (beta V) handled per V-block above.
+    h = dp_gam * dot(q, k, tb=True, dtype=mm, precision=prec)  # dGam * Gam
+    de = jnp.sum(k.astype(F32) * vn_ds, axis=1) * dec.e_out
+    dgamma = (jnp.sum(h, axis=1) - jnp.sum(h, axis=0) - de
+              + cfg.scale * jnp.sum(q.astype(F32) * do_s, axis=1) * dec.d_in)
+    dgamma += jnp.where(dec.last, jnp.sum(de) + dc * dec.c, 0.0)
+    return dq, dk, dgamma
+
+
+def grads_through_wy(k, beta, gamma, rel, a, cfg: KernelConfig, num_v_blocks: int,
+                     load_v_block: Callable[[int], tuple[jax.Array, ...]],
+                     store_dv: Callable[[int, jax.Array], None]):
+    """Chunk gradients through V' = U - W S, U = A (beta V), W = A (beta d K), A = (I+M)^-1.
+
+    a: the chunk's A. `load_v_block(j)` returns (v, S, dV') on V-block j; `store_dv`
+    writes dv of that block. Returns the parts of dk [C, K] and dgamma [C] that flow
+    through W, U and M, and dbeta [C] (complete; fp32).
+    """
+    mm, prec, inv_prec = cfg.mm_dtype, cfg.mm_precision, cfg.inv_precision
+    c_len, dk_len = k.shape
+    k32 = k.astype(F32)
+    da = jnp.zeros((c_len, c_len), F32)
+    dw = jnp.zeros((c_len, dk_len), F32)
+    dbeta = jnp.zeros((c_len,), F32)
+    for jb in range(num_v_blocks):
+        v, s, dvn = load_v_block(jb)
+        xu = v.astype(F32) * beta[:, None]
+        dw -= dot(dvn, s, tb=True, dtype=mm, precision=prec)
+        da += dot(dvn, xu, tb=True, dtype=mm, precision=prec)
+        dxu = dot(a, dvn, ta=True, dtype=mm, precision=prec)
+        store_dv(jb, dxu * beta[:, None])
+        dbeta += jnp.sum(dxu * v.astype(F32), axis=1)
+    dec = decays(gamma, rel)
     xw = k32 * (beta * dec.d_in)[:, None]
     da += dot(dw, xw, tb=True, dtype=mm, precision=prec)
     dxw = dot(a, dw, ta=True, dtype=mm, precision=prec)
     dxw_k = jnp.sum(dxw * k32, axis=1)
-    dk += dxw * (beta * dec.d_in)[:, None]
+    dk = dxw * (beta * dec.d_in)[:, None]
     dbeta += dec.d_in * dxw_k
-    d_d += beta * dxw_k
+    dgamma = beta * dxw_k * dec.d_in
     # A = (I + M)^-1  =>  dM = -A^T dA A^T on the strict lower triangle.
+    a = a.astype(F32)
     dm = -dot(dot(a, da, ta=True, precision=inv_prec), a, tb=True, precision=inv_prec)
-    dm = jnp.where(strict, dm, 0.0)
-    dbeta += jnp.sum(dm * kk * dec.gam, axis=1)
+    dm = jnp.where(_strict(c_len), dm, 0.0)
+    kk = dot(k, k, tb=True, dtype=mm, precision=prec)
     dkk = dm * beta[:, None] * dec.gam
+    dbeta += jnp.sum(dm * kk * dec.gam, axis=1)
     dk += dot(dkk, k, dtype=mm, precision=prec) + dot(dkk, k, ta=True, dtype=mm,
                                                       precision=prec)
-    g_gam += dm * beta[:, None] * kk
-    # gamma enters through Gam_ij = exp(gamma_i - gamma_j), d, e and c.
-    h = g_gam * dec.gam
-    de = d_e * dec.e_out
-    dgamma = jnp.sum(h, axis=1) - jnp.sum(h, axis=0) + d_d * dec.d_in - de
-    dgamma += jnp.where(dec.last, jnp.sum(de) + dc * dec.c, 0.0)
-    return dq, dk, dbeta, dgamma
+    h = dkk * kk  # dGam * Gam
+    dgamma += jnp.sum(h, axis=1) - jnp.sum(h, axis=0)
+    return dk, dbeta, dgamma
 
 
 # ----------------------------------------------------------------------- XLA glue
@@ -327,12 +339,12 @@ def make_config(q: jax.Array, v: jax.Array, *, scale: float | None, chunk: int,
 class Backend(Protocol):
     """The four kernels of one platform, on that platform's layout of `Prepared`."""
 
-    def wy(self, cfg: KernelConfig, q, k, v, beta, gamma, rel, *, with_u: bool): ...
+    def wy(self, cfg: KernelConfig, q, k, v, beta, gamma, rel, *, backward: bool): ...
     def state_fwd(self, cfg: KernelConfig, q, k, w, u, p, gamma, rel, h0, *,
                   save_states: bool): ...
     def state_bwd(self, cfg: KernelConfig, q, k, w, p, gamma, rel, do, dht): ...
-    def grads(self, cfg: KernelConfig, q, k, v, beta, gamma, rel, states, dstates, do,
-              dvn): ...
+    def grads(self, cfg: KernelConfig, q, k, v, beta, gamma, rel, w, a, states, dstates,
+              do, dvn): ...
 
 
 @functools.cache
@@ -340,7 +352,7 @@ def make_core(backend: Backend, cfg: KernelConfig):
     """(q, k, v, beta, gamma, rel, h0) -> (o, final state) with a kernel backward."""
 
     def forward(q, k, v, beta, gamma, rel, h0, save_states):
-        w, u, p = backend.wy(cfg, q, k, v, beta, gamma, rel, with_u=True)
+        w, u, p = backend.wy(cfg, q, k, v, beta, gamma, rel, backward=False)
         return backend.state_fwd(cfg, q, k, w, u, p, gamma, rel, h0,
                                  save_states=save_states)
 
@@ -356,11 +368,11 @@ def make_core(backend: Backend, cfg: KernelConfig):
     def core_bwd(res, cts):
         q, k, v, beta, gamma, rel, states = res
         do, dht = cts
-        w, _, p = backend.wy(cfg, q, k, v, beta, gamma, rel, with_u=False)
+        w, a, p = backend.wy(cfg, q, k, v, beta, gamma, rel, backward=True)
         dstates, dvn, dh0 = backend.state_bwd(cfg, q, k, w, p, gamma, rel,
                                               do.astype(v.dtype), dht.astype(F32))
-        dq, dk, dv, dbeta, dgamma = backend.grads(cfg, q, k, v, beta, gamma, rel, states,
-                                                  dstates, do.astype(v.dtype), dvn)
+        dq, dk, dv, dbeta, dgamma = backend.grads(cfg, q, k, v, beta, gamma, rel, w, a,
+                                                  states, dstates, do.astype(v.dtype), dvn)
         return dq, dk, dv, dbeta, dgamma, jnp.zeros_like(rel), dh0
 
     core.defvjp(core_fwd, core_bwd)

@@ -13,28 +13,35 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
 
     wy          grid (chunk, head, batch), parallel. Per chunk: K K^T, the (I + M)^-1
                 inverse, W = A (beta d K), U = A (beta V), P = scale (Q K^T) Gam.
-                Writes W, U, P in the input dtype ([b, t, n, K | V | C]).
+                Writes W, U, P in the input dtype ([b, t, n, K | V | C]); in the
+                backward, A ([b, t, n, C]) instead of U.
     state_fwd   grid (V-block, head, batch); loops over the chunks carrying the fp32
                 state block S [K, BV] in registers; writes O and the final state, and,
                 under differentiation only, the states entering each chunk
                 ([b, n, chunks, K, V], input dtype, as fla).
     state_bwd   same grid, chunks in reverse, carrying dS [K, BV]; writes dV' and dS
                 after each chunk (input dtype) and dS before the first (d initial state).
-    grads       grid (chunk, head, batch), parallel. Recomputes A, W, U, V' of its chunk
-                and produces dq, dk, dv, dbeta and dgamma; the V dimension is walked in
-                blocks of BV so the [K, BV] tiles of S and dS stay small.
+    grads       two kernels, grid (chunk, head, batch), parallel, reading A and W from the
+                backward's `wy` pass. `grads_state` (through O and the state update;
+                recomputes U and V') writes dq and the dk, dgamma parts through P, d,
+                e, c (fp32);
+                `grads_wy` (through V' = U - W S and the inverse) adds its dk and dgamma
+                parts and writes dk, dv and dbeta. Both walk V in blocks of BV, so the
+                [K, BV] tiles of S and dS stay small. Two kernels reading A rather than
+                one recomputing it: that one spilled ~2.6 KB per thread (offline
+                ptxas, bf16, K = V = 128, 8 warps), these two ~0.3-0.4 KB.
 
 Memory plan: forward saves only the per-chunk states (2 K V bytes per 64 tokens per
-head in bf16); the backward re-runs `wy` (W and P) and recomputes U, V' inside `grads`.
+head in bf16); the backward re-runs `wy` (W, A, P) and recomputes U, V' inside `grads`.
 XLA does the O(t) glue: padding, the chunk-local cumsum of g (and, by autodiff, the
 reverse cumsum that turns dgamma into dg), document indices, cropping.
 
 Status: correct in interpret mode on CPU (tests/kernels/test_gdn_pallas.py), and the
-Triton IR Pallas emits for every kernel compiles for sm_90 (checked offline with
-Triton 3.6 + ptxas; bf16, K = V = 128: `grads` is register-bound and spills about
-2.6 KB per thread at 8 warps, the others spill little or nothing). Not yet run or
-timed on a GPU in this repository: tests/kernels/test_gdn_pallas.py (GPU cases) and
-benchmarks/gdn.py are the checks to run there.
+Triton IR Pallas emits for every kernel compiles for sm_90a with wgmma (checked offline
+with Triton 3.6 + ptxas, benchmarks/gdn_compile_report.py; bf16, K = V = 128: spills
+0-0.4 KB per thread). Not yet run or timed on a GPU in this repository:
+tests/kernels/test_gdn_pallas.py (GPU cases) and benchmarks/gdn.py are the checks to
+run there.
 """
 
 from __future__ import annotations
@@ -77,33 +84,28 @@ class _Triton:
         )(*args)
 
     # ---------------------------------------------------------------- forward
-    def wy(self, cfg, q, k, v, beta, gamma, rel, *, with_u: bool):
+    def wy(self, cfg, q, k, v, beta, gamma, rel, *, backward: bool):
         b, t, n, dk = q.shape
         dv, c = v.shape[-1], cfg.chunk
 
-        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, *outs):
+        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, ua_ref,
+                          p_ref):
             ci, h, bi = _ids()
             rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
-            w, u, p = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
-                                    v_ref[bi, rows, h, :] if with_u else None, beta, dec,
-                                    cfg, with_u=with_u)
+            w, ua, p = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
+                                     None if backward else v_ref[bi, rows, h, :], beta, dec,
+                                     cfg)
             w_ref[bi, rows, h, :] = w.astype(w_ref.dtype)
-            if with_u:
-                u_ref, p_ref = outs
-                u_ref[bi, rows, h, :] = u.astype(u_ref.dtype)
-            else:
-                (p_ref,) = outs
+            ua_ref[bi, rows, h, :] = ua.astype(ua_ref.dtype)
             p_ref[bi, rows, h, :] = p.astype(p_ref.dtype)
 
         mm = cfg.mm_dtype
-        shapes = [jax.ShapeDtypeStruct((b, t, n, dk), mm)]
-        if with_u:
-            shapes.append(jax.ShapeDtypeStruct((b, t, n, dv), mm))
-        shapes.append(jax.ShapeDtypeStruct((b, t, n, c), mm))
-        outs = self._call(gdn_wy_kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel,
-                          num_warps=cfg.num_warps)
-        return (outs[0], outs[1], outs[2]) if with_u else (outs[0], None, outs[1])
+        shapes = [jax.ShapeDtypeStruct((b, t, n, dk), mm),
+                  jax.ShapeDtypeStruct((b, t, n, c if backward else dv), mm),
+                  jax.ShapeDtypeStruct((b, t, n, c), mm)]
+        return self._call(gdn_wy_kernel, cfg, (t // c, n, b), shapes,
+                          q, k, v, beta, gamma, rel, num_warps=cfg.num_warps)
 
     def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save_states: bool):
         b, t, n, dk = q.shape
@@ -171,41 +173,64 @@ class _Triton:
                           q, k, w, p, gamma, rel, do, dht, num_warps=cfg.num_warps_state,
                           num_stages=cfg.num_stages_state)
 
-    def grads(self, cfg, q, k, v, beta, gamma, rel, states, dstates, do, dvn):
+    def grads(self, cfg, q, k, v, beta, gamma, rel, w, a, states, dstates, do, dvn):
         b, t, n, dk = q.shape
         dv, c, bv = v.shape[-1], cfg.chunk, min(cfg.block_v, v.shape[-1])
+        grid = (t // c, n, b)
 
-        def gdn_grads_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref,
-                             ds_ref, do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref,
-                             dgamma_ref):
+        def gdn_grads_state_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref,
+                                   a_ref, s_ref, ds_ref, do_ref, dq_ref, dk_ref, dgamma_ref):
             ci, h, bi = _ids()
             rows = _rows(ci, c)
-            beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
 
             def load(jb: int):
                 cols = pl.ds(jb * bv, bv)
                 return (v_ref[bi, rows, h, cols], s_ref[bi, h, ci, :, cols],
-                        ds_ref[bi, h, ci, :, cols], do_ref[bi, rows, h, cols],
+                        ds_ref[bi, h, ci, :, cols], do_ref[bi, rows, h, cols])
+
+            dq, dk_, dgamma = pc.grads_through_state(
+                q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], beta_ref[bi, rows, h],
+                gamma_ref[bi, rows, h], rel_ref[bi, rows], a_ref[bi, rows, h, :],
+                w_ref[bi, rows, h, :], cfg, dv // bv, load)
+            dq_ref[bi, rows, h, :] = dq.astype(dq_ref.dtype)
+            dk_ref[bi, rows, h, :] = dk_
+            dgamma_ref[bi, rows, h] = dgamma
+
+        dq, dk_state, dgamma_state = self._call(
+            gdn_grads_state_kernel, cfg, grid,
+            [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, F32),
+             jax.ShapeDtypeStruct(gamma.shape, F32)],
+            q, k, v, beta, gamma, rel, w, a, states, dstates, do,
+            num_warps=cfg.num_warps_grads)
+
+        def gdn_grads_wy_kernel(k_ref, v_ref, beta_ref, gamma_ref, rel_ref, a_ref, s_ref,
+                                dvn_ref, dk_state_ref, dgamma_state_ref, dk_ref, dv_ref,
+                                dbeta_ref, dgamma_ref):
+            ci, h, bi = _ids()
+            rows = _rows(ci, c)
+
+            def load(jb: int):
+                cols = pl.ds(jb * bv, bv)
+                return (v_ref[bi, rows, h, cols], s_ref[bi, h, ci, :, cols],
                         dvn_ref[bi, rows, h, cols])
 
             def store_dv(jb: int, x):
                 dv_ref[bi, rows, h, pl.ds(jb * bv, bv)] = x.astype(dv_ref.dtype)
 
-            dq, dk_, dbeta, dgamma = pc.chunk_grads(
-                q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], beta, dec, cfg, dv // bv,
-                load, store_dv)
-            dq_ref[bi, rows, h, :] = dq.astype(dq_ref.dtype)
-            dk_ref[bi, rows, h, :] = dk_.astype(dk_ref.dtype)
+            dk_, dbeta, dgamma = pc.grads_through_wy(
+                k_ref[bi, rows, h, :], beta_ref[bi, rows, h], gamma_ref[bi, rows, h],
+                rel_ref[bi, rows], a_ref[bi, rows, h, :], cfg, dv // bv, load, store_dv)
+            dk_ref[bi, rows, h, :] = (dk_ + dk_state_ref[bi, rows, h, :]).astype(dk_ref.dtype)
             dbeta_ref[bi, rows, h] = dbeta
-            dgamma_ref[bi, rows, h] = dgamma
+            dgamma_ref[bi, rows, h] = dgamma + dgamma_state_ref[bi, rows, h]
 
-        shapes = [jax.ShapeDtypeStruct(q.shape, q.dtype),
-                  jax.ShapeDtypeStruct(k.shape, k.dtype),
-                  jax.ShapeDtypeStruct(v.shape, v.dtype),
-                  jax.ShapeDtypeStruct(beta.shape, F32),
-                  jax.ShapeDtypeStruct(gamma.shape, F32)]
-        return self._call(gdn_grads_kernel, cfg, (t // c, n, b), shapes, q, k, v, beta, gamma, rel,
-                          states, dstates, do, dvn, num_warps=cfg.num_warps_grads)
+        dk_, dv_, dbeta, dgamma = self._call(
+            gdn_grads_wy_kernel, cfg, grid,
+            [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype),
+             jax.ShapeDtypeStruct(beta.shape, F32), jax.ShapeDtypeStruct(gamma.shape, F32)],
+            k, v, beta, gamma, rel, a, states, dvn, dk_state, dgamma_state,
+            num_warps=cfg.num_warps_grads)
+        return dq, dk_, dv_, dbeta, dgamma
 
 
 _BACKEND = _Triton()

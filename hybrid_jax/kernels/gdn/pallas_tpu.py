@@ -71,32 +71,28 @@ class _Mosaic:
         return tokens, row, rel_row, chunk_of
 
     # ---------------------------------------------------------------- forward
-    def wy(self, cfg, q, k, v, beta, gamma, rel, *, with_u: bool):
+    def wy(self, cfg, q, k, v, beta, gamma, rel, *, backward: bool):
         b, n, t, dk = q.shape
         dv, c = v.shape[-1], cfg.chunk
         tokens, row, rel_row, _ = self._specs(t, c)
 
-        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, *outs):
+        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, ua_ref,
+                          p_ref):
             beta, dec = _chunk_scalars(pl.program_id(2), c, beta_ref, gamma_ref, rel_ref)
-            w, u, p = pc.wy_forward(q_ref[...], k_ref[...], v_ref[...], beta, dec, cfg,
-                                    with_u=with_u)
+            w, ua, p = pc.wy_forward(q_ref[...], k_ref[...],
+                                     None if backward else v_ref[...], beta, dec, cfg)
             w_ref[...] = w.astype(w_ref.dtype)
-            if with_u:
-                outs[0][...] = u.astype(outs[0].dtype)
-            outs[-1][...] = p.astype(outs[-1].dtype)
+            ua_ref[...] = ua.astype(ua_ref.dtype)
+            p_ref[...] = p.astype(p_ref.dtype)
 
-        mm = cfg.mm_dtype
-        shapes = [jax.ShapeDtypeStruct((b, n, t, dk), mm)]
-        out_specs = [tokens(dk)]
-        if with_u:
-            shapes.append(jax.ShapeDtypeStruct((b, n, t, dv), mm))
-            out_specs.append(tokens(dv))
-        shapes.append(jax.ShapeDtypeStruct((b, n, t, c), mm))
-        out_specs.append(tokens(c))
-        outs = self._call(gdn_wy_kernel, cfg, (b, n, t // c), (_PAR,) * 3,
+        mm, ua_dim = cfg.mm_dtype, c if backward else dv
+        shapes = [jax.ShapeDtypeStruct((b, n, t, dk), mm),
+                  jax.ShapeDtypeStruct((b, n, t, ua_dim), mm),
+                  jax.ShapeDtypeStruct((b, n, t, c), mm)]
+        return self._call(gdn_wy_kernel, cfg, (b, n, t // c), (_PAR,) * 3,
                           [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row],
-                          out_specs, shapes, q, k, v, beta, gamma, rel)
-        return (outs[0], outs[1], outs[2]) if with_u else (outs[0], None, outs[1])
+                          [tokens(dk), tokens(ua_dim), tokens(c)], shapes,
+                          q, k, v, beta, gamma, rel)
 
     def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save_states: bool):
         b, n, t, dk = q.shape
@@ -182,7 +178,7 @@ class _Mosaic:
              whole_state], [per_chunk_state, tokens(dv), whole_state], shapes,
             q, k, w, p, gamma, rel, do, dht, scratch=[pltpu.VMEM((dk, dv), F32)])
 
-    def grads(self, cfg, q, k, v, beta, gamma, rel, states, dstates, do, dvn):
+    def grads(self, cfg, q, k, v, beta, gamma, rel, w, a, states, dstates, do, dvn):
         b, n, t, dk = q.shape
         dv, c = v.shape[-1], cfg.chunk
         tokens, row, rel_row, _ = self._specs(t, c)
@@ -190,23 +186,27 @@ class _Mosaic:
                                        lambda b, h, ci: (b, h, ci, 0, 0))
         chunk_row = pl.BlockSpec((None, None, None, 1, c), lambda b, h, ci: (b, h, ci, 0, 0))
 
-        def gdn_grads_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, s_ref,
-                             ds_ref, do_ref, dvn_ref, dq_ref, dk_ref, dv_ref, dbeta_ref,
-                             dgamma_ref):
-            beta, dec = _chunk_scalars(pl.program_id(2), c, beta_ref, gamma_ref, rel_ref)
-
-            def load(_: int):
-                return v_ref[...], s_ref[...], ds_ref[...], do_ref[...], dvn_ref[...]
+        def gdn_grads_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref,
+                             a_ref, s_ref, ds_ref, do_ref, dvn_ref, dq_ref, dk_ref, dv_ref,
+                             dbeta_ref, dgamma_ref):
+            rows = pl.ds(pl.multiple_of(pl.program_id(2) * c, c), c)
+            beta, gamma, rel = beta_ref[0, rows], gamma_ref[0, rows], rel_ref[0, rows]
 
             def store_dv(_: int, x):
                 dv_ref[...] = x.astype(dv_ref.dtype)
 
-            dq, dk_, dbeta, dgamma = pc.chunk_grads(q_ref[...], k_ref[...], beta, dec,
-                                                    cfg, 1, load, store_dv)
+            # One kernel on TPU (VMEM is not the constraint registers are on GPU).
+            q, k, a = q_ref[...], k_ref[...], a_ref[...]
+            dq, dk_state, dgamma_state = pc.grads_through_state(
+                q, k, beta, gamma, rel, a, w_ref[...], cfg, 1,
+                lambda _: (v_ref[...], s_ref[...], ds_ref[...], do_ref[...]))
+            dk_, dbeta, dgamma = pc.grads_through_wy(
+                k, beta, gamma, rel, a, cfg, 1,
+                lambda _: (v_ref[...], s_ref[...], dvn_ref[...]), store_dv)
             dq_ref[...] = dq.astype(dq_ref.dtype)
-            dk_ref[...] = dk_.astype(dk_ref.dtype)
+            dk_ref[...] = (dk_ + dk_state).astype(dk_ref.dtype)
             dbeta_ref[0, :] = dbeta
-            dgamma_ref[0, :] = dgamma
+            dgamma_ref[0, :] = dgamma + dgamma_state
 
         per_chunk_row = jax.ShapeDtypeStruct((b, n, t // c, 1, c), F32)
         shapes = [jax.ShapeDtypeStruct(q.shape, q.dtype),
@@ -214,10 +214,10 @@ class _Mosaic:
                   jax.ShapeDtypeStruct(v.shape, v.dtype), per_chunk_row, per_chunk_row]
         dq, dk, dv, dbeta, dgamma = self._call(
             gdn_grads_kernel, cfg, (b, n, t // c), (_PAR,) * 3,
-            [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row, per_chunk_state,
-             per_chunk_state, tokens(dv), tokens(dv)],
+            [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row, tokens(dk), tokens(c),
+             per_chunk_state, per_chunk_state, tokens(dv), tokens(dv)],
             [tokens(dk), tokens(dk), tokens(dv), chunk_row, chunk_row], shapes,
-            q, k, v, beta, gamma, rel, states, dstates, do, dvn)
+            q, k, v, beta, gamma, rel, w, a, states, dstates, do, dvn)
         return dq, dk, dv, dbeta.reshape(beta.shape), dgamma.reshape(gamma.shape)
 
 
