@@ -18,11 +18,12 @@ open before the chunk (0 = continues it):
     W      = A (beta d K),  U = A (beta V),  P = scale (Q K^T) Gam
     V'     = U - W S,  O = scale (d Q) S + P V',  S <- c S + (e K)^T V'
 
-Document resets are these masks: no gate is ever set to -inf, so every exponent is
-<= 0 and finite. The triangular inverse is exact block algebra (`unit_lower_inverse`:
-block doubling, 2 (log2 C - 1) fp32 products of C x C; no series). Products that feed
-the inverse run in fp32; the large products take the input dtype (bf16 operands, fp32
-accumulation), like fla.
+Document resets are these masks: no gate is ever set to -inf, so (with g <= 0) every
+exponent is <= 0 and finite. The triangular inverse is exact block algebra
+(`unit_lower_inverse`: block doubling, 2 (log2 C - 1) products of C x C on fp32 values;
+no series), at HIGHEST precision for fp32 inputs and, for bf16 inputs, tf32 on GPU (as
+fla) and HIGHEST on TPU. The large products take the input dtype (bf16 operands, fp32
+accumulation), like fla; fp32 inputs run every product at HIGHEST (no tf32).
 
 The custom_vjp (`make_core`) saves the inputs and the per-chunk states entering each
 chunk; the backward re-runs the WY kernel (W, A, P: A in the input dtype, as fla), runs
