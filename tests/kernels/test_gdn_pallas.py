@@ -176,10 +176,12 @@ def test_lowers_for_real_backends(kind, target):
     assert text.count("tpu_custom_call" if kind == "tpu" else "triton") >= 4
 
 
-def test_rejects_bad_chunk():
+def test_rejects_bad_tiling():
     (q, k, v, g, beta), _ = make_inputs(1, b=1, t=20, n=1, dk=8, dv=8)
     with pytest.raises(ValueError, match="chunk_size must be 16, 32, 64 or 128"):
         gated_delta_rule_pallas_gpu(q, k, v, g, beta, chunk_size=48, interpret=True)
+    with pytest.raises(ValueError, match="block_v must be a power of two"):
+        gated_delta_rule_pallas_gpu(q, k, v, g, beta, block_v=48, interpret=True)
 
 
 # ------------------------------------------------------------- GPU, realistic shapes

@@ -262,6 +262,8 @@ def gated_delta_rule_pallas_gpu(
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
+    if block_v < 16 or block_v & (block_v - 1):
+        raise ValueError(f"block_v must be a power of two >= 16, got {block_v}")
     out_dtype = v.dtype
     dtype = pc.compute_dtype(q, k, v)
     q, k, v = (x.astype(dtype) for x in (q, k, v))
