@@ -183,6 +183,11 @@ def activation_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Iterator[No
         _active.pop()
 
 
+def active_mesh() -> tuple[Mesh, Rules] | None:
+    """The mesh and rules of the innermost `activation_sharding` context, if any."""
+    return _active[-1] if _active else None
+
+
 def global_from_replicated_host(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
     """A host array that every process holds in full -> one global array laid out by
     `sharding` (each process places only its devices' slices)."""

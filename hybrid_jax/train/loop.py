@@ -208,6 +208,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
         pending.clear()
         for s, m in fetched:
             if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
+                ckpt.wait()  # the last good checkpoint may still be being written
                 raise NonFiniteLossError(
                     f"non-finite loss at step {s + 1} (loss {float(m['loss'])}, grad norm "
                     f"{float(m['grad_norm'])}), batch #{s} of the data stream (seed "

@@ -83,12 +83,6 @@ def _kernel(
         )
 
 
-def _active_mesh() -> tuple[Mesh, sharding_lib.Rules] | None:
-    """The mesh and rules of the innermost `sharding.activation_sharding` context."""
-    active = sharding_lib._active  # the context's stack; read-only here
-    return active[-1] if active else None
-
-
 def _partition_specs(
     b: int, n: int, g: int, mesh: Mesh, rules: sharding_lib.Rules
 ) -> tuple[PartitionSpec, PartitionSpec, PartitionSpec]:
@@ -181,7 +175,10 @@ def splash_attention(
 
     run = functools.partial(_local_splash, causal=causal, window=window, block=block,
                             interpret=interpret)
-    active = (mesh, rules or sharding_lib.DEFAULT_RULES) if mesh is not None else _active_mesh()
+    if mesh is not None:
+        active = (mesh, rules or sharding_lib.DEFAULT_RULES)
+    else:
+        active = sharding_lib.active_mesh()
     if active is not None and np.prod(list(active[0].shape.values())) > 1:
         m, r = active
         q_spec, kv_spec, seg_spec = _partition_specs(b, n, g, m, r)
