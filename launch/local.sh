@@ -54,21 +54,24 @@ for ((i = 0; i < procs; i++)); do
 done
 echo "launch/local.sh: $procs processes, coordinator localhost:$port, logs in $logdir" >&2
 
-# Wait for the processes as they finish; the first failure stops the rest (they would
+# Watch the processes as they finish; the first failure stops the rest (they would
 # otherwise block in a collective until the coordinator's timeout).
-declare -A index_of
-for ((i = 0; i < procs; i++)); do index_of[${pids[$i]}]=$i; done
 status=0
-while [[ ${#index_of[@]} -gt 0 ]]; do
-  rc=0
-  wait -n -p done_pid "${!index_of[@]}" || rc=$?
-  i=${index_of[$done_pid]}
-  unset "index_of[$done_pid]"
-  if [[ $rc -ne 0 && $status -eq 0 ]]; then
-    echo "launch/local.sh: process $i exited with status $rc (log: $logdir/process_$i.log)" >&2
-    status=$rc
-    cleanup
-  fi
+running=("${!pids[@]}")
+while [[ ${#running[@]} -gt 0 ]]; do
+  still=()
+  for i in "${running[@]}"; do
+    if kill -0 "${pids[$i]}" 2>/dev/null; then still+=("$i"); continue; fi
+    rc=0
+    wait "${pids[$i]}" || rc=$?
+    if [[ $rc -ne 0 && $status -eq 0 ]]; then
+      echo "launch/local.sh: process $i exited with status $rc (log: $logdir/process_$i.log)" >&2
+      status=$rc
+      cleanup
+    fi
+  done
+  running=("${still[@]}")
+  [[ ${#running[@]} -gt 0 ]] && sleep 0.2
 done
 trap - EXIT
 exit $status

@@ -62,7 +62,9 @@ case $cmd in
     rm -f "$archive"
     mount=""
     if [[ -n $bucket ]]; then
-      mount="sudo mkdir -p /gcs/$bucket && sudo chown \$USER /gcs/$bucket && \
+      mount="(command -v gcsfuse >/dev/null || { echo 'gcsfuse is not installed on this \
+image: install it (cloud.google.com/storage/docs/gcsfuse-install) or mount shared storage \
+yourself' >&2; exit 1; }) && sudo mkdir -p /gcs/$bucket && sudo chown \$USER /gcs/$bucket && \
 (mountpoint -q /gcs/$bucket || gcsfuse --implicit-dirs $bucket /gcs/$bucket) && "
     fi
     on_hosts "set -e; rm -rf ~/hybrid_jax && mkdir -p ~/hybrid_jax/logs && \
