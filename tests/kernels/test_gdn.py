@@ -164,8 +164,6 @@ def test_dispatch():
     np.testing.assert_allclose(o_auto, o_rec, atol=1e-5)
     with pytest.raises(ValueError, match="gdn_impl='triton' is not one of"):
         gated_delta_rule(q, k, v, g, beta, impl="triton")
-    with pytest.raises(NotImplementedError, match="pallas"):
-        gated_delta_rule(q, k, v, g, beta, impl="pallas")
     with pytest.raises(ValueError, match="beta must be"):
         gated_delta_rule(q, k, v, g, beta[:, :-1])
 

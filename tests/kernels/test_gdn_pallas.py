@@ -140,9 +140,10 @@ def test_dispatch(monkeypatch):
     monkeypatch.delenv(PALLAS_INTERPRET_ENV, raising=False)
     if jax.default_backend() == "cpu":
         assert resolve_gdn_impl("auto") is GdnImpl.XLA
-        with pytest.raises(NotImplementedError, match=PALLAS_INTERPRET_ENV):
+        monkeypatch.setenv(PALLAS_INTERPRET_ENV, "cuda")
+        with pytest.raises(ValueError, match=f"{PALLAS_INTERPRET_ENV}='cuda'"):
             gated_delta_rule(q, k, v, g, beta, impl="pallas")
-        monkeypatch.setenv(PALLAS_INTERPRET_ENV, "tpu")
+        monkeypatch.setenv(PALLAS_INTERPRET_ENV, "tpu")  # unset: the GPU kernel
     else:
         assert resolve_gdn_impl("auto") is GdnImpl.PALLAS
     o, s = gated_delta_rule(q, k, v, g, beta, impl="pallas", chunk_size=16)

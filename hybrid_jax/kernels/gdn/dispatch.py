@@ -3,9 +3,9 @@
     xla        chunked UT/WY form in plain JAX (`chunked.py`): runs everywhere.
     recurrent  per-token scan (`reference.py`): the ground truth, slow; for tests.
     pallas     Pallas kernels: Triton on GPU (`pallas_gpu.py`), Mosaic on TPU
-               (`pallas_tpu.py`). On CPU only in Pallas' interpret mode, for tests, and
-               only when the environment variable HYBRID_JAX_GDN_PALLAS_INTERPRET names
-               which kernel to interpret ('gpu' or 'tpu'); otherwise an error.
+               (`pallas_tpu.py`). Elsewhere, like the attention kernels, they run in
+               Pallas' interpret mode (slow; for tests), logged once: the GPU kernel,
+               or the TPU kernel if HYBRID_JAX_GDN_PALLAS_INTERPRET=tpu.
     auto       pallas on GPU and TPU, xla on CPU; the choice is logged once.
 """
 
@@ -42,15 +42,11 @@ def pallas_target() -> tuple[str, bool]:
     plat = platform()
     if plat in ("gpu", "tpu"):
         return plat, False
-    target = os.environ.get(PALLAS_INTERPRET_ENV, "").lower()
+    target = os.environ.get(PALLAS_INTERPRET_ENV, "gpu").lower()
     if target not in ("gpu", "tpu"):
-        raise NotImplementedError(
-            f"gdn_impl='pallas' runs on GPU or TPU, not {plat}; use gdn_impl='xla' or "
-            f"'auto', or set {PALLAS_INTERPRET_ENV}=gpu|tpu to run that kernel in Pallas "
-            "interpret mode (slow; for tests)"
-        )
+        raise ValueError(f"{PALLAS_INTERPRET_ENV}={target!r}: expected 'gpu' or 'tpu'")
     announce("gated_delta_rule", "pallas",
-             f"{target} kernels in interpret mode on {plat} ({PALLAS_INTERPRET_ENV}): tests only")
+             f"{target} kernels in interpret mode on {plat}: slow, for tests")
     return target, True
 
 
