@@ -17,14 +17,14 @@ BROWN_ZIP = SHARED_DATA / "nltk" / "brown.zip"
 def corpus_docs():
     files = sorted(CORPUS.glob("*.jsonl"))
     if not files:
-        pytest.skip(f"no corpus at {CORPUS} (../shared/data/corpus beside the checkout)")
+        pytest.fail(f"no corpus at {CORPUS} (../shared/data/corpus beside the checkout)")
     return read_documents(files)
 
 
 @pytest.fixture(scope="session")
 def brown_tagger():
     if not BROWN_ZIP.is_file():
-        pytest.skip(f"Brown corpus not found at {BROWN_ZIP}")
+        pytest.fail(f"Brown corpus not found at {BROWN_ZIP} (../shared/data beside the checkout)")
     from hybrid_jax.analysis.tagging import BrownTagger
 
     return BrownTagger.from_zip(BROWN_ZIP)
@@ -37,4 +37,4 @@ def spacy_tagger():
     try:
         return SpacyTagger()
     except TaggingError as e:
-        pytest.skip(f"spaCy English model not installed: {e}")
+        pytest.fail(f"spaCy English model not installed (the `analysis` extra): {e}")

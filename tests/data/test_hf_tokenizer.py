@@ -15,8 +15,6 @@ import pytest
 
 from hybrid_jax.data.hf_tokenizer import HfTokenizer
 
-tokenizers = pytest.importorskip("tokenizers")
-
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
     "def f(x):\n    return x * 2  # doubled",
