@@ -105,7 +105,7 @@ def dot_product_attention(
     impl: str | AttentionImpl = AttentionImpl.AUTO,
 ) -> AttentionOut:
     """Attention with causal / sliding-window / document masks; see `reference.py`."""
-    check_attention_args(q, k, v, causal, window)
+    check_attention_args(q, k, v, causal, window, segment_ids)
     backend = platform()
     choice = resolve_attention_impl(impl, q, k, causal=causal, segment_ids=segment_ids,
                                     backend=backend)

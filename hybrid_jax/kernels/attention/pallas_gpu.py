@@ -56,7 +56,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
 from hybrid_jax.kernels.attention.reference import check_attention_args
-from hybrid_jax.segments import document_index
+from hybrid_jax.segments import document_index, positions_from_segments
 from hybrid_jax.typing import Array, AttentionOut, Keys, Queries, SegmentIds, Values
 
 _LOG2E = math.log2(math.e)
@@ -496,8 +496,7 @@ def _document_bounds(segment_ids: SegmentIds, length: int) -> tuple[jax.Array, .
     doc = document_index(segment_ids)
     b, s = doc.shape
     pos = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
-    new = jnp.concatenate([jnp.ones((b, 1), bool), doc[:, 1:] != doc[:, :-1]], axis=1)
-    start = lax.cummax(jnp.where(new, pos, 0), axis=1)
+    start = pos - positions_from_segments(segment_ids)
     ends_here = jnp.concatenate([doc[:, 1:] != doc[:, :-1], jnp.ones((b, 1), bool)], axis=1)
     end = lax.cummin(jnp.where(ends_here, pos + 1, s), axis=1, reverse=True)
     pad = ((0, 0), (0, length - s))
@@ -526,14 +525,12 @@ def flash_attention(
     Returns:
       [b, t, n, h] in q's dtype.
     """
-    check_attention_args(q, k, v, causal, window)
+    check_attention_args(q, k, v, causal, window, segment_ids)
     why_not = pallas_unsupported_reason(q, k)
     if why_not is not None:
         raise ValueError(f"Pallas flash attention cannot run these inputs: {why_not}")
     b, t, n, h = q.shape
     s, g = k.shape[1], k.shape[2]
-    if segment_ids is not None and segment_ids.shape != (b, s):
-        raise ValueError(f"segment_ids shape {segment_ids.shape} != (batch, keys) = {(b, s)}")
     blocks = block_sizes or default_block_sizes(q.dtype, h)
     st = _Static(
         causal=causal, window=window, segments=segment_ids is not None,

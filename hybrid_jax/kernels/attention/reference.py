@@ -31,7 +31,8 @@ _HI = jax.lax.Precision.HIGHEST
 
 
 def check_attention_args(
-    q: Array, k: Array, v: Array, causal: bool, window: int | None
+    q: Array, k: Array, v: Array, causal: bool, window: int | None,
+    segment_ids: Array | None = None,
 ) -> None:
     """Raise a ValueError naming the argument that does not fit."""
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
@@ -53,6 +54,9 @@ def check_attention_args(
             raise ValueError("a sliding window is only defined for causal attention")
         if window < 1:
             raise ValueError(f"window must be >= 1 (keys seen, self included), got {window}")
+    if segment_ids is not None and segment_ids.shape != (b, k.shape[1]):
+        raise ValueError(f"segment_ids shape {segment_ids.shape} != (batch, keys) = "
+                         f"{(b, k.shape[1])}")
 
 
 def attention_mask(
@@ -100,7 +104,7 @@ def attention_reference(
       [b, t, n, h] in q's dtype. A query with no visible key (impossible when causal)
       gets zeros, never NaN.
     """
-    check_attention_args(q, k, v, causal, window)
+    check_attention_args(q, k, v, causal, window, segment_ids)
     b, t, n, h = q.shape
     s, gk = k.shape[1], k.shape[2]
     scale = h**-0.5 if scale is None else scale

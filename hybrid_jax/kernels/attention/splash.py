@@ -151,11 +151,9 @@ def splash_attention(
     Returns:
       [b, t, n, h] in q's dtype.
     """
-    check_attention_args(q, k, v, causal, window)
+    check_attention_args(q, k, v, causal, window, segment_ids)
     b, t, n, h = q.shape
     s, g = k.shape[1], k.shape[2]
-    if segment_ids is not None and segment_ids.shape != (b, s):
-        raise ValueError(f"segment_ids shape {segment_ids.shape} != (batch, keys) = {(b, s)}")
     block = block_size or default_block_size(max(t, s))
     if block % _MIN_BLOCK:
         raise ValueError(f"splash block_size must be a multiple of {_MIN_BLOCK}, got {block}")
