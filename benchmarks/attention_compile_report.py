@@ -24,11 +24,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
 import re
-import subprocess
-import tempfile
+
+from triton_offline import compile_report  # benchmarks/ is on sys.path when run as a script
 
 
 def dump(out: pathlib.Path, args: argparse.Namespace) -> None:
@@ -79,28 +78,6 @@ def dump(out: pathlib.Path, args: argparse.Namespace) -> None:
         print(f"wrote {out / name}.ttir (num_warps={warps}, num_stages={stages})")
 
 
-def compile_all(src: pathlib.Path) -> None:
-    import triton
-    from triton.backends.compiler import GPUTarget
-
-    ptxas = pathlib.Path(triton.__file__).parent / "backends/nvidia/bin/ptxas"
-    for path in sorted(src.glob("*.ttir")):
-        launch = json.loads(path.with_suffix(".json").read_text())
-        kernel = triton.compile(str(path), target=GPUTarget("cuda", 90, 32), options=launch)
-        ptx = kernel.asm["ptx"]
-        with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-            f.write(ptx)
-        report = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", f.name, "-o",
-                                 os.devnull], capture_output=True, text=True).stderr
-        os.unlink(f.name)
-        regs = re.search(r"Used (\d+) registers", report)
-        stack = re.search(r"(\d+) bytes stack frame", report)
-        print(f"{path.stem}: warps={launch['num_warps']} stages={launch['num_stages']} "
-              f"smem={kernel.metadata.shared} B registers={regs and regs.group(1)} "
-              f"stack={stack and stack.group(1)} B wgmma={ptx.count('wgmma.mma_async')} "
-              f"mma.sync={ptx.count('mma.sync')}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("step", choices=["dump", "compile"])
@@ -118,7 +95,7 @@ def main() -> None:
     if args.step == "dump":
         dump(args.dir, args)
     else:
-        compile_all(args.dir)
+        compile_report(args.dir)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import pathlib
-import re
-import subprocess
-import tempfile
+
+from triton_offline import compile_report  # benchmarks/ is on sys.path when run as a script
 
 
 def dump(out: pathlib.Path, args: argparse.Namespace) -> None:
@@ -70,34 +68,6 @@ def dump(out: pathlib.Path, args: argparse.Namespace) -> None:
         stem.with_suffix(".ttir").write_text(kernel.pop("ir"))
         stem.with_suffix(".json").write_text(json.dumps(kernel))
     print(f"wrote {len(seen)} kernels to {out}")
-
-
-def compile_report(out: pathlib.Path) -> None:
-    import triton
-    from triton.backends.compiler import GPUTarget
-
-    ptxas = pathlib.Path(triton.__file__).parent / "backends/nvidia/bin/ptxas"
-    for path in sorted(out.glob("*.ttir")):
-        params = json.loads(path.with_suffix(".json").read_text())
-        kernel = triton.compile(str(path), target=GPUTarget("cuda", 90, 32),
-                                options={"num_warps": params["num_warps"],
-                                         "num_stages": params["num_stages"]})
-        ptx = kernel.asm["ptx"]
-        with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-            f.write(ptx)
-        info = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", f.name, "-o", os.devnull],
-                              capture_output=True, text=True).stderr
-        os.unlink(f.name)
-        regs = re.search(r"Used (\d+) registers", info)
-        spill = re.search(r"(\d+) bytes spill stores", info)
-        mma: dict[str, int] = {}
-        for op in re.findall(r"(wgmma\.mma_async\.sync\.aligned\.\w+\.\w+\.\w+|mma\.sync)",
-                             ptx):
-            mma[op] = mma.get(op, 0) + 1
-        print(f"{path.stem:<28} warps={params['num_warps']} stages={params['num_stages']} "
-              f"regs={regs.group(1) if regs else '?'} "
-              f"spill_stores={spill.group(1) if spill else '?'}B "
-              f"shared={kernel.metadata.shared}B mma={mma}")
 
 
 def main() -> None:
