@@ -13,35 +13,35 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
 
     wy          grid (chunk, head, batch), parallel. Per chunk: K K^T, the (I + M)^-1
                 inverse, W = A (beta d K), U = A (beta V), P = scale (Q K^T) Gam.
-                Writes W, U, P in the input dtype ([b, t, n, K | V | C]); in the
-                backward, A ([b, t, n, C]) instead of U.
+                Writes W, U, P in the input dtype ([b, t, n, K | V | C]) and, under
+                differentiation, A ([b, t, n, C]).
     state_fwd   grid (V-block, head, batch); loops over the chunks carrying the fp32
                 state block S [K, BV] in registers; writes O and the final state, and,
                 under differentiation only, the states entering each chunk
-                ([b, n, chunks, K, V], input dtype, as fla).
+                ([b, n, chunks, K, V], input dtype, as fla) and V' ([b, t, n, V]).
     state_bwd   same grid, chunks in reverse, carrying dS [K, BV]; writes dV' and dS
                 after each chunk (input dtype) and dS before the first (d initial state).
-    grads       two kernels, grid (chunk, head, batch), parallel, reading A and W from the
-                backward's `wy` pass. `grads_state` (through O and the state update;
-                recomputes U and V') writes dq and the dk, dgamma parts through P, d,
-                e, c (fp32);
-                `grads_wy` (through V' = U - W S and the inverse) adds its dk and dgamma
-                parts and writes dk, dv and dbeta. Both walk V in blocks of BV, so the
-                [K, BV] tiles of S and dS stay small. Two kernels reading A rather than
-                one recomputing it: that one spilled ~2.6 KB per thread (offline
-                ptxas, bf16, K = V = 128, 8 warps), these two ~0.3-0.4 KB.
+    grads       two kernels, grid (chunk, head, batch), parallel, on the forward's saved
+                A, V' and states. `grads_state` (through O and the state update) writes
+                dq and the dk, dgamma parts through P, d, e, c (fp32); `grads_wy`
+                (through V' = U - W S and the inverse) adds its dk and dgamma parts and
+                writes dk, dv and dbeta. Both walk V in blocks of BV.
 
-Memory plan: forward saves only the per-chunk states (2 K V bytes per 64 tokens per
-head in bf16); the backward re-runs `wy` (W, A, P) and recomputes U, V' inside `grads`.
+The V-block BV defaults to 128 for bf16 inputs (the whole of V at the presets' head
+dims; 64 for fp32, whose wider tiles overflow shared memory at 128): measured on
+an H100 (B=4, T=4096, H=32, K=V=128, bf16), 128 beat 64 in the kernels that walk V
+(state pass 0.66 vs 0.76 ms, reverse pass 0.76 vs 0.87, gradients 2.85 vs 4.27 before
+V' was saved), and 32 was slower still. Writing O from a separate kernel parallel over chunks (fla's
+split) was slower (state pass 1.03 ms vs 0.78 at BV = 64): the per-chunk states it
+must write are twice the size of the inputs.
+
+Memory plan: see pallas_common.py (residuals W, P, A, V', per-chunk states).
 XLA does the O(t) glue: padding, the chunk-local cumsum of g (and, by autodiff, the
 reverse cumsum that turns dgamma into dg), document indices, cropping.
 
-Status: correct in interpret mode on CPU (tests/kernels/test_gdn_pallas.py), and the
-Triton IR Pallas emits for every kernel compiles for sm_90a with wgmma (checked offline
-with Triton 3.6 + ptxas, benchmarks/gdn_compile_report.py; bf16, K = V = 128: spills
-0-0.4 KB per thread). Not yet run or timed on a GPU in this repository:
-tests/kernels/test_gdn_pallas.py (GPU cases) and benchmarks/gdn.py are the checks to
-run there.
+Status: correct in interpret mode on CPU (tests/kernels/test_gdn_pallas.py) and on an
+H100 (the GPU cases of the same file); timed by benchmarks/gdn.py (results and ratio
+tables in benchmarks/results/ and the README).
 """
 
 from __future__ import annotations
@@ -84,48 +84,55 @@ class _Triton:
         )(*args)
 
     # ---------------------------------------------------------------- forward
-    def wy(self, cfg, q, k, v, beta, gamma, rel, *, backward: bool):
+    def wy(self, cfg, q, k, v, beta, gamma, rel, *, save: bool):
         b, t, n, dk = q.shape
         dv, c = v.shape[-1], cfg.chunk
 
-        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, ua_ref,
-                          p_ref):
+        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, u_ref,
+                          p_ref, *a_ref):
             ci, h, bi = _ids()
             rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
-            w, ua, p = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
-                                     None if backward else v_ref[bi, rows, h, :], beta, dec,
-                                     cfg)
+            w, u, p, a = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
+                                       v_ref[bi, rows, h, :], beta, dec, cfg)
             w_ref[bi, rows, h, :] = w.astype(w_ref.dtype)
-            ua_ref[bi, rows, h, :] = ua.astype(ua_ref.dtype)
+            u_ref[bi, rows, h, :] = u.astype(u_ref.dtype)
             p_ref[bi, rows, h, :] = p.astype(p_ref.dtype)
+            if save:
+                a_ref[0][bi, rows, h, :] = a.astype(a_ref[0].dtype)
 
         mm = cfg.mm_dtype
         shapes = [jax.ShapeDtypeStruct((b, t, n, dk), mm),
-                  jax.ShapeDtypeStruct((b, t, n, c if backward else dv), mm),
+                  jax.ShapeDtypeStruct((b, t, n, dv), mm),
                   jax.ShapeDtypeStruct((b, t, n, c), mm)]
-        return self._call(gdn_wy_kernel, cfg, (t // c, n, b), shapes,
+        if save:
+            shapes.append(jax.ShapeDtypeStruct((b, t, n, c), mm))
+        outs = self._call(gdn_wy_kernel, cfg, (t // c, n, b), shapes,
                           q, k, v, beta, gamma, rel, num_warps=cfg.num_warps)
+        return outs[0], outs[1], outs[2], (outs[3] if save else None)
 
-    def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save_states: bool):
+    def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save: bool):
         b, t, n, dk = q.shape
         dv, c, bv = u.shape[-1], cfg.chunk, min(cfg.block_v, u.shape[-1])
         num_chunks = t // c
 
         def gdn_state_fwd_kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref,
-                                 h0_ref, o_ref, ht_ref, *states_ref):
+                                 h0_ref, o_ref, ht_ref, *saved_refs):
             j, h, bi = _ids()
             cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
 
             def body(ci, s):
                 rows = _rows(ci, c)
-                if save_states:
-                    states_ref[0][bi, h, ci, :, cols] = s.astype(states_ref[0].dtype)
+                if save:
+                    states_ref, vn_ref = saved_refs
+                    states_ref[bi, h, ci, :, cols] = s.astype(states_ref.dtype)
                 _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
-                o, s = pc.state_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
-                                        w_ref[bi, rows, h, :], u_ref[bi, rows, h, cols],
-                                        p_ref[bi, rows, h, :], dec, s, cfg)
+                o, s, v_new = pc.state_forward(
+                    q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], w_ref[bi, rows, h, :],
+                    u_ref[bi, rows, h, cols], p_ref[bi, rows, h, :], dec, s, cfg)
                 o_ref[bi, rows, h, cols] = o.astype(o_ref.dtype)
+                if save:
+                    vn_ref[bi, rows, h, cols] = v_new.astype(vn_ref.dtype)
                 return s
 
             s = lax.fori_loop(0, num_chunks, body, h0_ref[bi, h, :, cols])
@@ -133,12 +140,13 @@ class _Triton:
 
         shapes = [jax.ShapeDtypeStruct((b, t, n, dv), q.dtype),
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
-        if save_states:
-            shapes.append(jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype))
+        if save:
+            shapes += [jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype),
+                       jax.ShapeDtypeStruct((b, t, n, dv), cfg.mm_dtype)]
         outs = self._call(gdn_state_fwd_kernel, cfg, (dv // bv, n, b), shapes,
                           q, k, w, u, p, gamma, rel, h0, num_warps=cfg.num_warps_state,
                           num_stages=cfg.num_stages_state)
-        return outs[0], outs[1], (outs[2] if save_states else None)
+        return (outs[0], outs[1], *(outs[2:] if save else (None, None)))
 
     # --------------------------------------------------------------- backward
     def state_bwd(self, cfg, q, k, w, p, gamma, rel, do, dht):
@@ -173,25 +181,25 @@ class _Triton:
                           q, k, w, p, gamma, rel, do, dht, num_warps=cfg.num_warps_state,
                           num_stages=cfg.num_stages_state)
 
-    def grads(self, cfg, q, k, v, beta, gamma, rel, w, a, states, dstates, do, dvn):
+    def grads(self, cfg, q, k, v, beta, gamma, rel, a, v_new, states, dstates, do, dvn):
         b, t, n, dk = q.shape
-        dv, c, bv = v.shape[-1], cfg.chunk, min(cfg.block_v, v.shape[-1])
+        dv, c = v.shape[-1], cfg.chunk
+        bv = min(cfg.block_v_grads or cfg.block_v, dv)
         grid = (t // c, n, b)
 
-        def gdn_grads_state_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref,
-                                   a_ref, s_ref, ds_ref, do_ref, dq_ref, dk_ref, dgamma_ref):
+        def gdn_grads_state_kernel(q_ref, k_ref, gamma_ref, rel_ref, vn_ref, s_ref, ds_ref,
+                                   do_ref, dq_ref, dk_ref, dgamma_ref):
             ci, h, bi = _ids()
             rows = _rows(ci, c)
 
             def load(jb: int):
                 cols = pl.ds(jb * bv, bv)
-                return (v_ref[bi, rows, h, cols], s_ref[bi, h, ci, :, cols],
+                return (vn_ref[bi, rows, h, cols], s_ref[bi, h, ci, :, cols],
                         ds_ref[bi, h, ci, :, cols], do_ref[bi, rows, h, cols])
 
             dq, dk_, dgamma = pc.grads_through_state(
-                q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], beta_ref[bi, rows, h],
-                gamma_ref[bi, rows, h], rel_ref[bi, rows], a_ref[bi, rows, h, :],
-                w_ref[bi, rows, h, :], cfg, dv // bv, load)
+                q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], gamma_ref[bi, rows, h],
+                rel_ref[bi, rows], cfg, dv // bv, load)
             dq_ref[bi, rows, h, :] = dq.astype(dq_ref.dtype)
             dk_ref[bi, rows, h, :] = dk_
             dgamma_ref[bi, rows, h] = dgamma
@@ -200,8 +208,7 @@ class _Triton:
             gdn_grads_state_kernel, cfg, grid,
             [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, F32),
              jax.ShapeDtypeStruct(gamma.shape, F32)],
-            q, k, v, beta, gamma, rel, w, a, states, dstates, do,
-            num_warps=cfg.num_warps_grads)
+            q, k, gamma, rel, v_new, states, dstates, do, num_warps=cfg.num_warps_grads)
 
         def gdn_grads_wy_kernel(k_ref, v_ref, beta_ref, gamma_ref, rel_ref, a_ref, s_ref,
                                 dvn_ref, dk_state_ref, dgamma_state_ref, dk_ref, dv_ref,
@@ -236,6 +243,17 @@ class _Triton:
 _BACKEND = _Triton()
 
 
+def default_block_v(dtype, batch_heads: int, dv: int) -> int:
+    """The state passes' V-block: 128 for bf16 (64 for fp32, whose 128-wide tiles overflow
+    an H100's shared memory), halved to 64 when that would leave fewer programs than
+    an H100 has SMs (132; the passes are sequential over chunks, so the grid is all the
+    parallelism they have). Measured (H100, H=32, D=128, bf16, forward): B=2 T=8192
+    1.36 ms at 64 vs 1.73 at 128; B=1 T=16384 1.95 vs 3.08; B=4 T=4096 1.22 at 128."""
+    widest = 128 if dtype == jnp.bfloat16 else 64
+    programs = batch_heads * -(-pc.next_pow2(dv) // widest)
+    return widest if programs >= 128 else min(widest, 64)
+
+
 def gated_delta_rule_pallas_gpu(
     q: GdnQK,
     k: GdnQK,
@@ -247,7 +265,7 @@ def gated_delta_rule_pallas_gpu(
     initial_state: GdnState | None = None,
     segment_ids: SegmentIds | None = None,
     chunk_size: int = 64,
-    block_v: int = 64,
+    block_v: int | None = None,
     interpret: bool = False,
     **tuning: int,
 ) -> tuple[GdnV, GdnState]:
@@ -256,16 +274,23 @@ def gated_delta_rule_pallas_gpu(
     q, k, v: bfloat16 runs bf16 products with fp32 accumulation; any other dtype (or a
     mix) computes in float32. g, beta: any float dtype, taken as float32.
     Head dims are zero-padded to powers of two (>= 16) and T to a multiple of the chunk.
-    `block_v`: width of the V-blocks the state passes and the gradient kernel walk.
-    `tuning`: Triton launch parameters, fields of `KernelConfig` (num_warps,
-    num_warps_state, num_warps_grads, num_stages_state).
+    `block_v`: width of the V-blocks of the two state passes (their grid is V-blocks x
+    heads x batch); default `default_block_v`.
+    `tuning`: fields of `KernelConfig`: block_v_grads (the gradient kernels' V-block;
+    default 128 for bf16, 64 for fp32), num_warps, num_warps_state, num_warps_grads,
+    num_stages_state.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
-    if block_v < 16 or block_v & (block_v - 1):
-        raise ValueError(f"block_v must be a power of two >= 16, got {block_v}")
-    out_dtype = v.dtype
     dtype = pc.compute_dtype(q, k, v)
+    widest = 128 if dtype == jnp.bfloat16 else 64
+    if block_v is None:
+        block_v = default_block_v(dtype, q.shape[0] * q.shape[2], v.shape[-1])
+    tuning.setdefault("block_v_grads", widest)
+    for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"])):
+        if width < 16 or width & (width - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {width}")
+    out_dtype = v.dtype
     q, k, v = (x.astype(dtype) for x in (q, k, v))
     cfg = pc.make_config(q, v, scale=scale, chunk=chunk_size, interpret=interpret,
                          inv_precision=lax.Precision.DEFAULT, block_v=block_v, **tuning)

@@ -71,30 +71,35 @@ class _Mosaic:
         return tokens, row, rel_row, chunk_of
 
     # ---------------------------------------------------------------- forward
-    def wy(self, cfg, q, k, v, beta, gamma, rel, *, backward: bool):
+    def wy(self, cfg, q, k, v, beta, gamma, rel, *, save: bool):
         b, n, t, dk = q.shape
         dv, c = v.shape[-1], cfg.chunk
         tokens, row, rel_row, _ = self._specs(t, c)
 
-        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, ua_ref,
-                          p_ref):
+        def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, u_ref,
+                          p_ref, *a_ref):
             beta, dec = _chunk_scalars(pl.program_id(2), c, beta_ref, gamma_ref, rel_ref)
-            w, ua, p = pc.wy_forward(q_ref[...], k_ref[...],
-                                     None if backward else v_ref[...], beta, dec, cfg)
+            w, u, p, a = pc.wy_forward(q_ref[...], k_ref[...], v_ref[...], beta, dec, cfg)
             w_ref[...] = w.astype(w_ref.dtype)
-            ua_ref[...] = ua.astype(ua_ref.dtype)
+            u_ref[...] = u.astype(u_ref.dtype)
             p_ref[...] = p.astype(p_ref.dtype)
+            if save:
+                a_ref[0][...] = a.astype(a_ref[0].dtype)
 
-        mm, ua_dim = cfg.mm_dtype, c if backward else dv
+        mm = cfg.mm_dtype
         shapes = [jax.ShapeDtypeStruct((b, n, t, dk), mm),
-                  jax.ShapeDtypeStruct((b, n, t, ua_dim), mm),
+                  jax.ShapeDtypeStruct((b, n, t, dv), mm),
                   jax.ShapeDtypeStruct((b, n, t, c), mm)]
-        return self._call(gdn_wy_kernel, cfg, (b, n, t // c), (_PAR,) * 3,
+        out_specs = [tokens(dk), tokens(dv), tokens(c)]
+        if save:
+            shapes.append(jax.ShapeDtypeStruct((b, n, t, c), mm))
+            out_specs.append(tokens(c))
+        outs = self._call(gdn_wy_kernel, cfg, (b, n, t // c), (_PAR,) * 3,
                           [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row],
-                          [tokens(dk), tokens(ua_dim), tokens(c)], shapes,
-                          q, k, v, beta, gamma, rel)
+                          out_specs, shapes, q, k, v, beta, gamma, rel)
+        return outs[0], outs[1], outs[2], (outs[3] if save else None)
 
-    def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save_states: bool):
+    def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save: bool):
         b, n, t, dk = q.shape
         dv, c = u.shape[-1], cfg.chunk
         num_chunks = t // c
@@ -105,7 +110,7 @@ class _Mosaic:
 
         def gdn_state_fwd_kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref,
                                  h0_ref, o_ref, ht_ref, *rest):
-            *states_ref, s_ref = rest
+            *saved_refs, s_ref = rest
             ci = pl.program_id(2)
 
             @pl.when(ci == 0)
@@ -113,12 +118,14 @@ class _Mosaic:
                 s_ref[...] = h0_ref[...]
 
             s = s_ref[...]
-            if save_states:
-                states_ref[0][...] = s.astype(states_ref[0].dtype)
+            if save:
+                saved_refs[0][...] = s.astype(saved_refs[0].dtype)
             _, dec = _chunk_scalars(ci, c, None, gamma_ref, rel_ref)
-            o, s = pc.state_forward(q_ref[...], k_ref[...], w_ref[...], u_ref[...],
-                                    p_ref[...], dec, s, cfg)
+            o, s, v_new = pc.state_forward(q_ref[...], k_ref[...], w_ref[...], u_ref[...],
+                                           p_ref[...], dec, s, cfg)
             o_ref[...] = o.astype(o_ref.dtype)
+            if save:
+                saved_refs[1][...] = v_new.astype(saved_refs[1].dtype)
             s_ref[...] = s
 
             @pl.when(ci == num_chunks - 1)
@@ -128,15 +135,16 @@ class _Mosaic:
         shapes = [jax.ShapeDtypeStruct((b, n, t, dv), q.dtype),
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
         out_specs = [tokens(dv), whole_state]
-        if save_states:
-            shapes.append(jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype))
-            out_specs.append(per_chunk_state)
+        if save:
+            shapes += [jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype),
+                       jax.ShapeDtypeStruct((b, n, t, dv), cfg.mm_dtype)]
+            out_specs += [per_chunk_state, tokens(dv)]
         outs = self._call(
             gdn_state_fwd_kernel, cfg, (b, n, num_chunks), (_PAR, _PAR, _SEQ),
             [tokens(dk), tokens(dk), tokens(dk), tokens(dv), tokens(c), row, rel_row,
              whole_state], out_specs, shapes, q, k, w, u, p, gamma, rel, h0,
             scratch=[pltpu.VMEM((dk, dv), F32)])
-        return outs[0], outs[1], (outs[2] if save_states else None)
+        return (outs[0], outs[1], *(outs[2:] if save else (None, None)))
 
     # --------------------------------------------------------------- backward
     def state_bwd(self, cfg, q, k, w, p, gamma, rel, do, dht):
@@ -178,7 +186,7 @@ class _Mosaic:
              whole_state], [per_chunk_state, tokens(dv), whole_state], shapes,
             q, k, w, p, gamma, rel, do, dht, scratch=[pltpu.VMEM((dk, dv), F32)])
 
-    def grads(self, cfg, q, k, v, beta, gamma, rel, w, a, states, dstates, do, dvn):
+    def grads(self, cfg, q, k, v, beta, gamma, rel, a, v_new, states, dstates, do, dvn):
         b, n, t, dk = q.shape
         dv, c = v.shape[-1], cfg.chunk
         tokens, row, rel_row, _ = self._specs(t, c)
@@ -186,8 +194,8 @@ class _Mosaic:
                                        lambda b, h, ci: (b, h, ci, 0, 0))
         chunk_row = pl.BlockSpec((None, None, None, 1, c), lambda b, h, ci: (b, h, ci, 0, 0))
 
-        def gdn_grads_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref,
-                             a_ref, s_ref, ds_ref, do_ref, dvn_ref, dq_ref, dk_ref, dv_ref,
+        def gdn_grads_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, a_ref,
+                             vn_ref, s_ref, ds_ref, do_ref, dvn_ref, dq_ref, dk_ref, dv_ref,
                              dbeta_ref, dgamma_ref):
             rows = pl.ds(pl.multiple_of(pl.program_id(2) * c, c), c)
             beta, gamma, rel = beta_ref[0, rows], gamma_ref[0, rows], rel_ref[0, rows]
@@ -198,8 +206,8 @@ class _Mosaic:
             # One kernel on TPU (VMEM is not the constraint registers are on GPU).
             q, k, a = q_ref[...], k_ref[...], a_ref[...]
             dq, dk_state, dgamma_state = pc.grads_through_state(
-                q, k, beta, gamma, rel, a, w_ref[...], cfg, 1,
-                lambda _: (v_ref[...], s_ref[...], ds_ref[...], do_ref[...]))
+                q, k, gamma, rel, cfg, 1,
+                lambda _: (vn_ref[...], s_ref[...], ds_ref[...], do_ref[...]))
             dk_, dbeta, dgamma = pc.grads_through_wy(
                 k, beta, gamma, rel, a, cfg, 1,
                 lambda _: (v_ref[...], s_ref[...], dvn_ref[...]), store_dv)
@@ -214,10 +222,10 @@ class _Mosaic:
                   jax.ShapeDtypeStruct(v.shape, v.dtype), per_chunk_row, per_chunk_row]
         dq, dk, dv, dbeta, dgamma = self._call(
             gdn_grads_kernel, cfg, (b, n, t // c), (_PAR,) * 3,
-            [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row, tokens(dk), tokens(c),
+            [tokens(dk), tokens(dk), tokens(dv), row, row, rel_row, tokens(c), tokens(dv),
              per_chunk_state, per_chunk_state, tokens(dv), tokens(dv)],
             [tokens(dk), tokens(dk), tokens(dv), chunk_row, chunk_row], shapes,
-            q, k, v, beta, gamma, rel, w, a, states, dstates, do, dvn)
+            q, k, v, beta, gamma, rel, a, v_new, states, dstates, do, dvn)
         return dq, dk, dv, dbeta.reshape(beta.shape), dgamma.reshape(gamma.shape)
 
 
