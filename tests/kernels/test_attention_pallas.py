@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from jax import export
 
+from hybrid_jax.kernels import impl as kernel_impl
 from hybrid_jax.kernels.attention import attention_mask, attention_reference, pallas_gpu
 from hybrid_jax.kernels.attention.dispatch import dot_product_attention
 from hybrid_jax.kernels.attention.pallas_gpu import BlockSizes, flash_attention
@@ -236,9 +237,12 @@ def test_splash_sharded_over_batch_and_heads(request):
 
 # ---------------------------------------------------------------- dispatcher
 @pytest.mark.parametrize("impl", ["pallas", "splash"])
-def test_dispatcher_runs_kernels_in_interpret_mode_off_their_hardware(impl, caplog):
+def test_dispatcher_runs_kernels_in_interpret_mode_off_their_hardware(impl, caplog,
+                                                                    monkeypatch):
     if jax.default_backend() != "cpu":
         pytest.skip("interpret mode is what the dispatcher picks on CPU")
+    # The choice is logged once per process: forget what earlier tests announced.
+    monkeypatch.setattr(kernel_impl, "_announced", set())
     q, k, v = qkv(2, t=40, h=64)
     seg = segments(2, 40)
     with caplog.at_level(logging.INFO, logger="hybrid_jax.kernels"):
