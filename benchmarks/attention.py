@@ -150,14 +150,24 @@ def run_grid(args: argparse.Namespace) -> list[dict]:
     return records
 
 
+def _configs(spec: str, width: int) -> list[tuple[int, ...]]:
+    """'128,32,4,4;64,64,4,3' -> [(128, 32, 4, 4), (64, 64, 4, 3)], each of `width` ints."""
+    out = [tuple(int(x) for x in item.split(",")) for item in spec.split(";") if item.strip()]
+    for cfg in out:
+        if len(cfg) != width:
+            raise ValueError(f"sweep config {cfg}: expected {width} integers")
+    return out
+
+
 def sweep(args: argparse.Namespace) -> list[dict]:
     """Block sizes and launch parameters at T=4096, causal, no segments."""
     b, h, d, t = args.batch, args.heads, args.head_dim, 4096
     q, k, v, do = inputs(b, t, h, d)
     fwd_flops = 4.0 * b * h * d * visible_pairs(t, None, None)
     out = []
-    fwd_cfgs = [(128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4),
-                (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 4)]
+    fwd_cfgs = _configs(args.sweep_fwd, 4) if args.sweep_fwd else [
+        (128, 64, 4, 3), (128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4),
+        (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 4)]
     for bq, bk, warps, stages in fwd_cfgs:
         blocks = BlockSizes(block_q=bq, block_k=bk, num_warps=warps, num_stages=stages)
         fwd, _ = make_fns("pallas", None, None, blocks)
@@ -169,9 +179,9 @@ def sweep(args: argparse.Namespace) -> list[dict]:
             rec["error"] = f"{type(e).__name__}: {str(e)[:300]}"
         print(json.dumps(rec), flush=True)
         out.append(rec)
-    bwd_cfgs = [(32, 128, 128, 32, 4, 3), (64, 128, 128, 64, 8, 2), (32, 128, 128, 32, 8, 2),
-                (64, 64, 64, 64, 4, 2),
-                (64, 128, 128, 64, 8, 3), (32, 64, 64, 32, 4, 3)]
+    bwd_cfgs = [] if args.sweep_bwd == "-" else _configs(args.sweep_bwd, 6) if args.sweep_bwd else [
+        (32, 128, 128, 32, 4, 3), (64, 128, 128, 64, 8, 2), (32, 128, 128, 32, 8, 2),
+        (64, 64, 64, 64, 4, 2), (64, 128, 128, 64, 8, 3), (32, 64, 64, 32, 4, 3)]
     for bq_dkv, bk_dkv, bq_dq, bk_dq, warps, stages in bwd_cfgs:
         blocks = BlockSizes(block_q_dkv=bq_dkv, block_k_dkv=bk_dkv, block_q_dq=bq_dq,
                             block_k_dq=bk_dq, num_warps_bwd=warps, num_stages_bwd=stages)
@@ -250,6 +260,11 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=4096)
     ap.add_argument("--impls", default="pallas,cudnn,xla")
     ap.add_argument("--sweep", action="store_true", help="block-size sweep only")
+    ap.add_argument("--sweep_fwd", default="",
+                    help="forward configs 'block_q,block_k,num_warps,num_stages;...'")
+    ap.add_argument("--sweep_bwd", default="",
+                    help="backward configs 'block_q_dkv,block_k_dkv,block_q_dq,block_k_dq,"
+                         "num_warps_bwd,num_stages_bwd;...' ('-' skips the backward sweep)")
     ap.add_argument("--interpret", action="store_true", help="Pallas interpreter (CPU smoke)")
     args = ap.parse_args()
     global INTERPRET

@@ -35,6 +35,9 @@ from hybrid_jax.kernels.gdn import (  # noqa: E402
 )
 
 
+INTERPRET = False  # --interpret: Pallas interpreter, to smoke-test this script on CPU
+
+
 def time_jax(fn, *args, iters: int = 20) -> float:
     """Median wall time (ms) of a jitted function after two warm-up calls."""
     for _ in range(2):
@@ -72,14 +75,20 @@ def bench_ours(impl, b, t, h, d):
     return bench_fn(lambda *a: gated_delta_rule(*a, impl=impl), b, t, h, d)
 
 
+def parse_variant(variant: str) -> dict[str, int]:
+    """'block_v=32,num_warps_state=4' -> {'block_v': 32, 'num_warps_state': 4}; '' -> {}."""
+    items = [item.strip() for item in variant.split(",") if item.strip()]
+    return {key: int(val) for key, val in (item.split("=") for item in items)}
+
+
 def sweep(spec: str, b, t, h, d) -> list[dict]:
     """Time Pallas variants at one shape. `spec`: variants separated by ';', each a
     comma-separated list of key=int over block_v and the KernelConfig launch fields
     (num_warps, num_warps_state, num_warps_grads, num_stages_state)."""
     rows = []
     for variant in spec.split(";"):
-        kw = {key: int(val) for key, val in (item.split("=") for item in variant.split(","))}
-        fn = functools.partial(gated_delta_rule_pallas_gpu, **kw)
+        kw = parse_variant(variant)
+        fn = functools.partial(gated_delta_rule_pallas_gpu, interpret=INTERPRET, **kw)
         try:
             r = bench_fn(fn, b, t, h, d)
         except Exception as e:  # a variant that does not compile: report, go on
@@ -87,6 +96,57 @@ def sweep(spec: str, b, t, h, d) -> list[dict]:
         rows.append({"variant": kw, "times_ms": r})
         print(f"sweep B={b} T={t} H={h} D={d} {kw}: {r}", flush=True)
     return rows
+
+
+def breakdown(spec: str, b, t, h, d) -> list[dict]:
+    """Time each Pallas kernel alone (ms) at one shape, per variant of `spec` (as --sweep):
+    the forward's wy and state passes (plain, and saving the backward's residuals), the
+    reverse state pass and the gradient kernels. Tells which kernel to go after. Each
+    part is its own jitted call: the times include a launch (~0.05 ms) and, for
+    `prepare`, copies of q, k, v that the fused program does not make."""
+    from hybrid_jax.kernels.gdn import pallas_common as pc
+    from hybrid_jax.kernels.gdn.pallas_gpu import _BACKEND as be
+
+    q, k, v, g, beta = gdn_inputs(b, t, h, d)
+    rows = []
+    for variant in spec.split(";"):
+        kw = parse_variant(variant)
+        tuning = {key: val for key, val in kw.items() if key != "block_v"}
+        cfg = pc.make_config(q, v, scale=None, chunk=64, interpret=INTERPRET,
+                             inv_precision=jax.lax.Precision.DEFAULT,
+                             block_v=kw.get("block_v", 128), **tuning)
+        try:
+            rows.append(_breakdown_variant(kw, cfg, be, pc, q, k, v, g, beta))
+        except Exception as e:  # a variant that does not compile or fit: report, go on
+            rows.append({"variant": kw, "failed": f"{type(e).__name__}: "
+                                                  f"{str(e).splitlines()[0][:160]}"})
+        print(f"breakdown B={b} T={t} H={h} D={d} " + json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def _breakdown_variant(kw, cfg, be, pc, q, k, v, g, beta) -> dict:
+    p = pc.prepare(q, k, v, g, beta, None, None, 64)
+    wy = lambda p, save: be.wy(cfg, p.q, p.k, p.v, p.beta, p.gamma, p.rel, save=save)
+    state = lambda p, w, u, pp, save: be.state_fwd(cfg, p.q, p.k, w, u, pp, p.gamma,
+                                                   p.rel, p.h0, save=save)
+    w, u, pp, a = jax.jit(wy, static_argnums=1)(p, True)
+    _, _, states, v_new = jax.jit(state, static_argnums=4)(p, w, u, pp, True)
+    do, dht = jnp.ones_like(p.v), jnp.zeros_like(p.h0)
+    bwd = lambda p, w, pp, do: be.state_bwd(cfg, p.q, p.k, w, pp, p.gamma, p.rel, do, dht)
+    dstates, dvn, _ = jax.jit(bwd)(p, w, pp, do)
+    grads = lambda p, a, vn, st, dst, do, dvn: be.grads(
+        cfg, p.q, p.k, p.v, p.beta, p.gamma, p.rel, a, vn, st, dst, do, dvn)
+    parts = {
+        "prepare": (jax.jit(lambda *a: pc.prepare(*a, None, None, 64)), (q, k, v, g, beta)),
+        "wy": (jax.jit(lambda p: wy(p, False)), (p,)),
+        "wy(save)": (jax.jit(lambda p: wy(p, True)), (p,)),
+        "state_fwd": (jax.jit(lambda *x: state(*x, False)), (p, w, u, pp)),
+        "state_fwd(save)": (jax.jit(lambda *x: state(*x, True)), (p, w, u, pp)),
+        "state_bwd": (jax.jit(bwd), (p, w, pp, do)),
+        "grads": (jax.jit(grads), (p, a, v_new, states, dstates, do, dvn)),
+    }
+    return {"variant": kw, **{name: time_jax(fn, *fn_args)
+                              for name, (fn, fn_args) in parts.items()}}
 
 
 def bench_cudnn_attention(b, t, h, d):
@@ -135,11 +195,20 @@ def main() -> None:
     parser.add_argument("--sweep", default="",
                         help="Pallas variants timed at T=4096 (B = tokens / T) before the "
                              "main table, e.g. 'block_v=64;block_v=32,num_warps_state=4'")
+    parser.add_argument("--breakdown", default="",
+                        help="time each Pallas kernel alone at T=4096 for these variants "
+                             "(syntax of --sweep; '' for the defaults only: pass ' ')")
+    parser.add_argument("--interpret", action="store_true",
+                        help="run the Pallas kernels in the interpreter (CPU smoke test)")
     args = parser.parse_args()
+    global INTERPRET
+    INTERPRET = args.interpret
     h, d = args.heads, args.head_dim
     results = []
-    sweep_rows = sweep(args.sweep, max(1, args.tokens // 4096), 4096, h, d) if args.sweep else []
-    for t in (int(x) for x in args.seq_lens.split(",")):
+    b4 = max(1, args.tokens // 4096)
+    breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d) if args.breakdown else []
+    sweep_rows = sweep(args.sweep, b4, 4096, h, d) if args.sweep else []
+    for t in (int(x) for x in args.seq_lens.split(",") if x):
         b = max(1, args.tokens // t)
         row = {"b": b, "t": t, "h": h, "d": d, "device": str(jax.devices()[0])}
         for impl in args.impls.split(","):
@@ -157,7 +226,8 @@ def main() -> None:
     print_summary(results)
     with open(args.out, "w") as f:
         json.dump({"device": str(jax.devices()[0]), "jax": jax.__version__,
-                   "results": results, "pallas_sweep": sweep_rows}, f, indent=2)
+                   "results": results, "pallas_sweep": sweep_rows,
+                   "pallas_breakdown": breakdown_rows}, f, indent=2)
     print(f"wrote {args.out}")
 
 

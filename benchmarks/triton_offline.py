@@ -15,6 +15,7 @@ import pathlib
 import re
 import subprocess
 import tempfile
+import time
 
 
 def _number(pattern: str, text: str) -> str:
@@ -23,13 +24,15 @@ def _number(pattern: str, text: str) -> str:
 
 
 def compile_report(src: pathlib.Path) -> None:
-    """Print registers, spills, stack, shared memory and MMA instructions per kernel."""
+    """Print registers, spills, stack, shared memory, MMA instructions and compile time
+    (seconds, Triton to cubin plus a ptxas -v pass) per kernel."""
     import triton
     from triton.backends.compiler import GPUTarget
 
     ptxas = pathlib.Path(triton.__file__).parent / "backends/nvidia/bin/ptxas"
     for path in sorted(src.glob("*.ttir")):
         launch = json.loads(path.with_suffix(".json").read_text())
+        start = time.perf_counter()
         kernel = triton.compile(str(path), target=GPUTarget("cuda", 90, 32),
                                 options={"num_warps": launch["num_warps"],
                                          "num_stages": launch["num_stages"]})
@@ -39,6 +42,7 @@ def compile_report(src: pathlib.Path) -> None:
         info = subprocess.run([str(ptxas), "-v", "--gpu-name=sm_90a", f.name, "-o",
                                os.devnull], capture_output=True, text=True).stderr
         os.unlink(f.name)
+        seconds = time.perf_counter() - start  # Triton to cubin, plus a second ptxas -v
 
         mma: dict[str, int] = {}
         for op in re.findall(r"(wgmma\.mma_async\.sync\.aligned\.\w+\.\w+\.\w+|mma\.sync)",
@@ -49,4 +53,4 @@ def compile_report(src: pathlib.Path) -> None:
         stack = _number(r"(\d+) bytes stack frame", info)
         print(f"{path.stem:<28} warps={launch['num_warps']} stages={launch['num_stages']} "
               f"regs={regs} spill_stores={spills}B stack={stack}B "
-              f"shared={kernel.metadata.shared}B mma={mma}")
+              f"shared={kernel.metadata.shared}B mma={mma} compile={seconds:.1f}s")
