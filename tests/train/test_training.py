@@ -183,3 +183,14 @@ def test_tiny_presets_learn_real_text(small_config, tmp_path, arch, steps):
     assert loss < entropy - 0.25, (loss, entropy)
     summary_file = json.loads((tmp_path / "summary.json").read_text())
     assert summary_file["final_eval"]["loss"] == pytest.approx(loss)
+
+
+def test_compilation_cache_dir_follows_flag_environment_and_platform():
+    from hybrid_jax.apps.train import compilation_cache_dir as cache_dir
+
+    assert cache_dir("auto", "/w", "gpu", {}) == "/w/xla_cache"
+    assert cache_dir("auto", "/w", "tpu", {}) == "/w/xla_cache"
+    assert cache_dir("auto", "/w", "cpu", {}) is None  # CPU compiles are quick
+    assert cache_dir("auto", "/w", "gpu", {"JAX_COMPILATION_CACHE_DIR": "/c"}) is None
+    assert cache_dir("none", "/w", "gpu", {}) is None
+    assert cache_dir("/elsewhere", "/w", "cpu", {}) == "/elsewhere"
