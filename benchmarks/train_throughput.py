@@ -7,6 +7,10 @@ Prints tokens/s and MFU per device and writes JSON. Not a test: run on the GPU m
 
     python benchmarks/train_throughput.py --sizes=60m,190m,1b --out=train.json
 Anchor: OLMo-core reports about 55k tokens/s per H100 for a 1B transformer.
+
+Each (architecture, size) runs in its own process under `--timeout_s`, so that one
+model's out-of-memory (which can leave the allocator fragmented) or minutes-long
+compile costs only its own row; `--no-isolate` runs them all in this process.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import jax
@@ -73,6 +80,27 @@ def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: 
     }
 
 
+def run_isolated(arch: str, size: str, args: argparse.Namespace) -> dict:
+    """One (arch, size) in a child process of this script; its row, or why there is none."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/row.json"
+        cmd = [sys.executable, __file__, "--no-isolate", f"--archs={arch}", f"--sizes={size}",
+               f"--seq_len={args.seq_len}", f"--batch={args.batch}", f"--steps={args.steps}",
+               f"--gdn_impl={args.gdn_impl}", f"--out={out}", *(["--remat"] if args.remat else [])]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s)
+        except subprocess.TimeoutExpired:
+            return {"arch": arch, "size": size,
+                    "error": f"timed out after {args.timeout_s} s (compile + steps)"}
+        try:
+            with open(out) as f:
+                return json.load(f)[0]
+        except (OSError, ValueError, IndexError):
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            return {"arch": arch, "size": size,
+                    "error": f"exit {proc.returncode}: {tail[0][:300]}"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", default="transformer,hybrid,recurrent")
@@ -83,16 +111,23 @@ def main() -> None:
     p.add_argument("--remat", action="store_true")
     p.add_argument("--gdn_impl", default="auto")
     p.add_argument("--out", default="train_throughput.json")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                   help="one process per (arch, size)")
+    p.add_argument("--timeout_s", type=int, default=900, help="per (arch, size), isolated")
     args = p.parse_args()
     results = []
     print(f"{'arch':<12}{'size':<6}{'params':>12}{'tok/s/dev':>12}{'MFU':>8}{'compile':>9}")
     for size in args.sizes.split(","):
         for arch in args.archs.split(","):
-            try:
-                r = bench(arch, size, seq_len=args.seq_len, batch=args.batch, steps=args.steps,
-                          remat=args.remat, gdn_impl=args.gdn_impl)
-            except Exception as e:  # e.g. out of memory: report and go on
-                r = {"arch": arch, "size": size, "error": f"{type(e).__name__}: {e}"[:300]}
+            if args.isolate:
+                r = run_isolated(arch, size, args)
+            else:
+                try:
+                    r = bench(arch, size, seq_len=args.seq_len, batch=args.batch,
+                              steps=args.steps, remat=args.remat, gdn_impl=args.gdn_impl)
+                except Exception as e:  # e.g. out of memory: report and go on
+                    r = {"arch": arch, "size": size, "error": f"{type(e).__name__}: {e}"[:300]}
+            if "error" in r:
                 print(f"{arch:<12}{size:<6} {r['error']}")
             else:
                 mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
