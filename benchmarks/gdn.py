@@ -34,7 +34,6 @@ from hybrid_jax.kernels.gdn import (  # noqa: E402
     gated_delta_rule_pallas_gpu,
 )
 
-
 INTERPRET = False  # --interpret: Pallas interpreter, to smoke-test this script on CPU
 
 
