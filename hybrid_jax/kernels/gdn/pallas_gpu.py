@@ -27,13 +27,14 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 (through V' = U - W S and the inverse) adds its dk and dgamma parts and
                 writes dk, dv and dbeta. Both walk V in blocks of BV.
 
-The V-block BV defaults to 128 for bf16 inputs (the whole of V at the presets' head
-dims; 64 for fp32, whose wider tiles overflow shared memory at 128): measured on
-an H100 (B=4, T=4096, H=32, K=V=128, bf16), 128 beat 64 in the kernels that walk V
+V-blocks (`default_block_v`): the gradient kernels walk V in blocks of 128 for bf16
+inputs (64 for fp32, whose wider tiles overflow shared memory at 128); the state passes
+use the same, halved to 64 when batch x heads leaves fewer programs than SMs. Measured
+on an H100 (B=4, T=4096, H=32, K=V=128, bf16), 128 beat 64 in the kernels that walk V
 (state pass 0.66 vs 0.76 ms, reverse pass 0.76 vs 0.87, gradients 2.85 vs 4.27 before
-V' was saved), and 32 was slower still. Writing O from a separate kernel parallel over chunks (fla's
-split) was slower (state pass 1.03 ms vs 0.78 at BV = 64): the per-chunk states it
-must write are twice the size of the inputs.
+V' was saved), and 32 was slower still. Writing O from a separate kernel parallel over
+chunks (fla's split) was slower (state pass 1.03 ms vs 0.78 at BV = 64): the per-chunk
+states it must write are twice the size of the inputs.
 
 Memory plan: see pallas_common.py (residuals W, P, A, V', per-chunk states).
 XLA does the O(t) glue: padding, the chunk-local cumsum of g (and, by autodiff, the
