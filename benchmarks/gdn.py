@@ -33,6 +33,9 @@ from hybrid_jax.kernels.gdn import (  # noqa: E402
     gated_delta_rule,
     gated_delta_rule_pallas_gpu,
 )
+from hybrid_jax.kernels.gdn import pallas_common as pc  # noqa: E402
+from hybrid_jax.kernels.gdn.pallas_gpu import _BACKEND as be  # noqa: E402
+from hybrid_jax.kernels.gdn.pallas_gpu import gpu_config  # noqa: E402
 
 INTERPRET = False  # --interpret: Pallas interpreter, to smoke-test this script on CPU
 
@@ -103,19 +106,14 @@ def breakdown(spec: str, b, t, h, d) -> list[dict]:
     reverse state pass and the gradient kernels. Tells which kernel to go after. Each
     part is its own jitted call: the times include a launch (~0.05 ms) and, for
     `prepare`, copies of q, k, v that the fused program does not make."""
-    from hybrid_jax.kernels.gdn import pallas_common as pc
-    from hybrid_jax.kernels.gdn.pallas_gpu import _BACKEND as be
-
     q, k, v, g, beta = gdn_inputs(b, t, h, d)
     rows = []
     for variant in spec.split(";"):
         kw = parse_variant(variant)
-        tuning = {key: val for key, val in kw.items() if key != "block_v"}
-        cfg = pc.make_config(q, v, scale=None, chunk=64, interpret=INTERPRET,
-                             inv_precision=jax.lax.Precision.DEFAULT,
-                             block_v=kw.get("block_v", 128), **tuning)
         try:
-            rows.append(_breakdown_variant(kw, cfg, be, pc, q, k, v, g, beta))
+            cfg = gpu_config(q, k, v, scale=None, chunk=64, interpret=INTERPRET,
+                             **{"block_v": None, **kw})
+            rows.append(_breakdown_variant(kw, cfg, q, k, v, g, beta))
         except Exception as e:  # a variant that does not compile or fit: report, go on
             rows.append({"variant": kw, "failed": f"{type(e).__name__}: "
                                                   f"{str(e).splitlines()[0][:160]}"})
@@ -123,7 +121,7 @@ def breakdown(spec: str, b, t, h, d) -> list[dict]:
     return rows
 
 
-def _breakdown_variant(kw, cfg, be, pc, q, k, v, g, beta) -> dict:
+def _breakdown_variant(kw, cfg, q, k, v, g, beta) -> dict:
     p = pc.prepare(q, k, v, g, beta, None, None, 64)
     wy = lambda p, save: be.wy(cfg, p.q, p.k, p.v, p.beta, p.gamma, p.rel, save=save)
     state = lambda p, w, u, pp, save: be.state_fwd(cfg, p.q, p.k, w, u, pp, p.gamma,

@@ -244,15 +244,34 @@ class _Triton:
 _BACKEND = _Triton()
 
 
+def widest_block_v(dtype) -> int:
+    """128 for bf16; 64 for fp32, whose 128-wide tiles overflow an H100's shared memory."""
+    return 128 if dtype == jnp.bfloat16 else 64
+
+
 def default_block_v(dtype, batch_heads: int, dv: int) -> int:
-    """The state passes' V-block: 128 for bf16 (64 for fp32, whose 128-wide tiles overflow
-    an H100's shared memory), halved to 64 when that would leave fewer programs than
-    an H100 has SMs (132; the passes are sequential over chunks, so the grid is all the
-    parallelism they have). Measured (H100, H=32, D=128, bf16, forward): B=2 T=8192
-    1.36 ms at 64 vs 1.73 at 128; B=1 T=16384 1.95 vs 3.08; B=4 T=4096 1.22 at 128."""
-    widest = 128 if dtype == jnp.bfloat16 else 64
+    """The state passes' V-block: `widest_block_v`, halved to 64 when that would leave
+    fewer programs than an H100 has SMs (132; the passes are sequential over chunks, so
+    the grid is all the parallelism they have). Measured (H100, H=32, D=128, bf16,
+    forward): B=2 T=8192 1.36 ms at 64 vs 1.73 at 128; B=1 T=16384 1.95 vs 3.08."""
+    widest = widest_block_v(dtype)
     programs = batch_heads * -(-pc.next_pow2(dv) // widest)
-    return widest if programs >= 128 else min(widest, 64)
+    return widest if programs >= 128 else 64
+
+
+def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
+               block_v: int | None, **tuning: int) -> pc.KernelConfig:
+    """The KernelConfig of one call on inputs already cast to `pc.compute_dtype`, with the
+    V-block defaults filled in and checked."""
+    dtype = q.dtype
+    if block_v is None:
+        block_v = default_block_v(dtype, q.shape[0] * q.shape[2], v.shape[-1])
+    tuning.setdefault("block_v_grads", widest_block_v(dtype))
+    for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"])):
+        if width < 16 or width & (width - 1):
+            raise ValueError(f"{name} must be a power of two >= 16, got {width}")
+    return pc.make_config(q, v, scale=scale, chunk=chunk, interpret=interpret,
+                          inv_precision=lax.Precision.DEFAULT, block_v=block_v, **tuning)
 
 
 def gated_delta_rule_pallas_gpu(
@@ -278,23 +297,16 @@ def gated_delta_rule_pallas_gpu(
     `block_v`: width of the V-blocks of the two state passes (their grid is V-blocks x
     heads x batch); default `default_block_v`.
     `tuning`: fields of `KernelConfig`: block_v_grads (the gradient kernels' V-block;
-    default 128 for bf16, 64 for fp32), num_warps, num_warps_state, num_warps_grads,
+    default `widest_block_v`), num_warps, num_warps_state, num_warps_grads,
     num_stages_state.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
-    dtype = pc.compute_dtype(q, k, v)
-    widest = 128 if dtype == jnp.bfloat16 else 64
-    if block_v is None:
-        block_v = default_block_v(dtype, q.shape[0] * q.shape[2], v.shape[-1])
-    tuning.setdefault("block_v_grads", widest)
-    for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"])):
-        if width < 16 or width & (width - 1):
-            raise ValueError(f"{name} must be a power of two >= 16, got {width}")
     out_dtype = v.dtype
+    dtype = pc.compute_dtype(q, k, v)
     q, k, v = (x.astype(dtype) for x in (q, k, v))
-    cfg = pc.make_config(q, v, scale=scale, chunk=chunk_size, interpret=interpret,
-                         inv_precision=lax.Precision.DEFAULT, block_v=block_v, **tuning)
+    cfg = gpu_config(q, k, v, scale=scale, chunk=chunk_size, interpret=interpret,
+                     block_v=block_v, **tuning)
     b, t, n, dk = q.shape
     chunks = -(-t // chunk_size)
     states = b * n * chunks * pc.next_pow2(dk) * pc.next_pow2(v.shape[-1])
