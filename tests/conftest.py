@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 import sys
 
 if "--xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
@@ -28,9 +27,33 @@ if "--xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
+from . import processes  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _machine() -> str:
+    """CPUs, cgroup CPU quota, memory and load: what a slow or stuck run is read against."""
+    try:
+        quota = pathlib.Path("/sys/fs/cgroup/cpu.max").read_text().strip()
+    except OSError:
+        quota = "none"
+    try:
+        mem = next(int(line.split()[1]) / 2**20 for line in open("/proc/meminfo")
+                   if line.startswith("MemTotal"))
+        load = " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        mem, load = float("nan"), "?"
+    return (f"machine: {len(os.sched_getaffinity(0))} usable CPUs of {os.cpu_count()}, "
+            f"cgroup cpu.max {quota}, {mem:.1f} GiB, load {load}; "
+            f"jax {jax.__version__}, XLA_FLAGS={os.environ['XLA_FLAGS']!r}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the xdist controller, or no xdist
+        session.config.get_terminal_writer().line(_machine())
 
 
 def with_devices(n: int, request: pytest.FixtureRequest) -> bool:
@@ -45,8 +68,7 @@ def with_devices(n: int, request: pytest.FixtureRequest) -> bool:
                         f"--xla_force_host_platform_device_count={n}".strip()}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
            request.node.nodeid]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=1200)
+    result = processes.run(cmd, env=env, timeout=840)
     if result.returncode != 0:
         pytest.fail(f"{request.node.nodeid} failed with {n} devices:\n"
                     f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import pathlib
-import subprocess
 
 import pytest
+
+from . import processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RECORDER = '#!/bin/bash\nprintf "%s\\n" "$*" >> "$RECORD"\n'
@@ -24,8 +25,7 @@ def fake_bin(tmp_path):
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RECORD": str(record)}
 
     def run(*cmd, **extra_env):
-        result = subprocess.run(cmd, cwd=ROOT, env={**env, **extra_env}, capture_output=True,
-                                text=True, timeout=60)
+        result = processes.run(cmd, env={**env, **extra_env}, timeout=60)
         calls = record.read_text().splitlines() if record.exists() else []
         record.unlink(missing_ok=True)
         return result, calls

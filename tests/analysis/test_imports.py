@@ -1,7 +1,8 @@
 """The analysis side never imports JAX or model code; the filters import only numpy."""
 
-import subprocess
 import sys
+
+from .. import processes
 
 CHECK = """
 import sys
@@ -15,7 +16,7 @@ assert not bad, bad
 
 def run(modules: str, forbidden: set[str]) -> None:
     code = CHECK.format(modules=modules, forbidden=forbidden)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = processes.run([sys.executable, "-c", code], timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from .. import processes
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
@@ -32,8 +34,8 @@ def char_tokenizer(directory: pathlib.Path) -> pathlib.Path:
 def run_app(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "hybrid_jax.apps.convert", *args],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return processes.run([sys.executable, "-m", "hybrid_jax.apps.convert", *args], env=env,
+                         timeout=300)
 
 
 @pytest.fixture

@@ -5,9 +5,10 @@ and an orbax checkpoint restores onto the same shardings."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
+
+from .. import processes
 
 SCRIPT = textwrap.dedent("""
     import sys
@@ -67,7 +68,7 @@ def test_load_onto_a_mesh(hybrid_dir, tmp_path):
                JAX_PLATFORMS="cpu")
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(hybrid_dir), str(tmp_path / "c")],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = processes.run([sys.executable, "-c", SCRIPT, hybrid_dir, tmp_path / "c"], env=env,
+                         timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert "SHARDED OK" in proc.stdout

@@ -4,7 +4,6 @@ does with the models in memory."""
 from __future__ import annotations
 
 import pathlib
-import subprocess
 import sys
 
 import numpy as np
@@ -16,6 +15,7 @@ from hybrid_jax.convert.checkpoint import save_model
 from hybrid_jax.data.tokenizers import load_tokenizer
 from hybrid_jax.scoring.texts import text_score_fn
 
+from .. import processes
 from .test_scoring import small_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -31,10 +31,10 @@ def test_probe_app_matches_the_library(tmp_path):
         score_fns[arch] = text_score_fn(graphdef, params, tok)
         specs.append(f"{arch}={tmp_path / arch}")
     out = tmp_path / "probes"
-    run = subprocess.run(
+    run = processes.run(
         [sys.executable, "-m", "hybrid_jax.apps.probe", f"--checkpoints={','.join(specs)}",
          "--tokenizer=bytes", f"--out={out}", "--distances=8,16", "--per_distance=1"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     got = pd.read_parquet(out / "probes.parquet")
     want = score_probes(make_probes(seed=0, distances=(8, 16), per_distance=1), score_fns)
@@ -46,7 +46,7 @@ def test_probe_app_matches_the_library(tmp_path):
     assert set(summary["model"]) == {"transformer", "recurrent"}
     assert "transformer" in run.stdout and "summary.csv" in run.stdout
 
-    bad = subprocess.run(
+    bad = processes.run(
         [sys.executable, "-m", "hybrid_jax.apps.probe", f"--checkpoints={tmp_path}",
-         "--tokenizer=bytes", f"--out={out}"], cwd=ROOT, capture_output=True, text=True)
+         "--tokenizer=bytes", f"--out={out}"], timeout=300)
     assert bad.returncode != 0 and "is not name=directory" in bad.stderr

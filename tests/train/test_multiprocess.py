@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
 
 from hybrid_jax.train.metrics import read_metrics
 
+from .. import processes
 from .conftest import CORPUS, ROOT
 from .test_training import final_params, losses
 
@@ -26,10 +26,9 @@ APP = [sys.executable, "-m", "hybrid_jax.apps.train",
 
 def test_two_processes_train_and_one_process_continues(tmp_path):
     two = tmp_path / "two_processes"
-    run = subprocess.run(
-        [str(ROOT / "launch" / "local.sh"), "-n", "2", "-l", str(tmp_path / "logs"), "--",
-         *APP, f"--workdir={two}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    run = processes.run(
+        [ROOT / "launch" / "local.sh", "-n", "2", "-l", tmp_path / "logs", "--",
+         *APP, f"--workdir={two}"], timeout=600)
     logs = "\n".join(p.read_text()[-3000:] for p in sorted((tmp_path / "logs").glob("*.log")))
     assert run.returncode == 0, f"{run.stderr[-2000:]}\n{logs}"
     assert "process 1 of 2, 1 local / 2 global devices" in logs
@@ -42,8 +41,7 @@ def test_two_processes_train_and_one_process_continues(tmp_path):
     one = tmp_path / "one_process"
     shutil.copytree(two, one, ignore=shutil.ignore_patterns("8", "final", "summary.json"))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "NPROC": "4"}
-    resumed = subprocess.run([*APP, f"--workdir={one}"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=600)
+    resumed = processes.run([*APP, f"--workdir={one}"], env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from checkpoint 4" in resumed.stderr
     a, b = losses(two), losses(one)

@@ -23,8 +23,9 @@ from hybrid_jax.train import loop as loop_lib
 from hybrid_jax.train.loop import NonFiniteLossError, train
 from hybrid_jax.train.metrics import read_metrics
 
+from .. import processes
 from ..conftest import with_devices
-from .conftest import CORPUS, ROOT
+from .conftest import CORPUS
 
 
 def losses(workdir) -> dict[int, float]:
@@ -67,7 +68,7 @@ def _run_app(config_args: list[str], workdir, env=None) -> subprocess.CompletedP
            "--config.eval.every=0", "--config.eval.tagger=none", "--config.eval.max_windows=4",
            "--config.mesh.devices=1", *config_args]
     env = {**os.environ, **(env or {})}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return processes.run(cmd, env=env, timeout=600)
 
 
 def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):

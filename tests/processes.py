@@ -1,0 +1,68 @@
+"""Child processes of the tests (apps, multi-device reruns, launch scripts), run so that a
+stuck one fails its test with every thread's stack instead of holding the run.
+
+Each child starts in its own process group with Python's faulthandler on. Past its
+limit the whole group gets SIGABRT, on which every Python process in it prints all its
+threads' stacks to stderr (launch/local.sh's hosts into their log files), then SIGKILL;
+the test fails with the tail of what the child printed. A child that finishes leaves no
+stragglers behind: the rest of its group is killed too.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import resource
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _no_core_files() -> None:  # SIGABRT would otherwise leave cores in the checkout
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def run(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike = ROOT) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd, capture_output=True, text=True)` with the stack-dumping limit.
+
+    Output goes through files, not pipes: a straggler holding a pipe open would keep a
+    reader waiting after the child itself has exited.
+    """
+    env = {**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"}
+    timed_out = False
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(list(map(str, cmd)), cwd=cwd, env=env, stdout=out,
+                                stderr=err, text=True, start_new_session=True,
+                                preexec_fn=_no_core_files)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _signal_group(proc.pid, signal.SIGABRT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if timed_out:
+        pytest.fail(f"{' '.join(map(str, cmd))[:300]}\nstill running after {timeout:.0f} s; "
+                    f"its stacks (SIGABRT):\n{stdout[-3000:]}\n{stderr[-12000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
