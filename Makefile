@@ -21,7 +21,7 @@ TEST_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(TEST_EXTRAS))
 DEMO_STAMP := $(VENV)/.installed-$(subst $(comma),-,$(DEMO_EXTRAS))
 
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -n 2 --durations=20 tests
+	$(PY) -m pytest -q -n 2 --dist worksteal --durations=20 tests
 
 demo: $(DEMO_STAMP)
 	$(PY) -m hybrid_jax.apps.demo

@@ -22,16 +22,16 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
+# No core files from the SIGABRT below (children inherit the limit; a preexec_fn would
+# make subprocess fork this multithreaded process, which JAX rightly warns can deadlock).
+resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+
 
 def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except ProcessLookupError:
         pass
-
-
-def _no_core_files() -> None:  # SIGABRT would otherwise leave cores in the checkout
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
 def run(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
@@ -45,8 +45,7 @@ def run(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = N
     timed_out = False
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(list(map(str, cmd)), cwd=cwd, env=env, stdout=out,
-                                stderr=err, text=True, start_new_session=True,
-                                preexec_fn=_no_core_files)
+                                stderr=err, text=True, start_new_session=True)
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
