@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU benchmarks behind the README's "GPU performance" table, one stage at a time
+# (each stage fits in about ten minutes on one H100), results as JSON in OUTDIR.
+#
+#   benchmarks/run_gpu.sh OUTDIR STAGE...
+#
+# Stages:
+#   compile    compile seconds of the 7B scorers at depths 4 / 8 / 16 (abstract params)
+#   gdn        GDN kernels vs fla vs cuDNN attention, T = 2k..16k, plus a per-kernel breakdown
+#   attention  Pallas attention vs cuDNN vs XLA, T = 4k..32k, windows and segments
+#   scoring    7B scoring, hybrid_jax vs transformers, both release shapes, and the ratio table
+#   train      training tokens/s and MFU, 60M..1B presets, the three architectures
+#   train_remat  the same for 370M and 1B with each block rematerialised
+# Set PYTHON to choose the interpreter (default python3); fla must be importable for
+# the gdn stage (FLA_FLASH_QLA=0 is set here), transformers for the scoring stage.
+set -euo pipefail
+
+if [[ $# -lt 2 ]]; then sed -n '2,15p' "$0"; exit 2; fi
+out=$1; shift
+for stage in "$@"; do
+  case $stage in
+    compile|gdn|attention|scoring|train|train_remat) ;;
+    *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out"
+py=${PYTHON:-python3}
+here=$(cd "$(dirname "$0")" && pwd)
+export FLA_FLASH_QLA=0 PYTHONUNBUFFERED=1
+
+for stage in "$@"; do
+  echo "=== $stage ($(date -u +%FT%TZ))"
+  case $stage in
+    compile)
+      "$py" "$here/compile_time.py" --models=olmo3_7b,olmo_hybrid_7b --layers=4,8,16 \
+        --timeout_s=300 --out="$out/compile_score.json" ;;
+    gdn)
+      "$py" "$here/gdn.py" --breakdown=' ' --out="$out/gdn.json" ;;
+    attention)
+      "$py" "$here/attention.py" --out="$out/attention.json" ;;
+    scoring)
+      for model in olmo3_7b olmo_hybrid_7b; do
+        for impl in jax hf; do
+          "$py" "$here/scoring.py" --impl=$impl --model=$model \
+            --out="$out/scoring_${impl}_${model}.json" || echo "scoring $impl $model failed"
+        done
+      done
+      "$py" "$here/scoring.py" --report "$out"/scoring_*.json ;;
+    train)
+      "$py" "$here/train_throughput.py" --out="$out/train_throughput.json" ;;
+    train_remat)
+      "$py" "$here/train_throughput.py" --sizes=370m,1b --remat \
+        --out="$out/train_throughput_remat.json" ;;
+  esac
+done
