@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU benchmarks behind the README's "GPU performance" table, one stage at a time
-# (each stage fits in about ten minutes on one H100), results as JSON in OUTDIR.
+# (so that one stage fits one sitting on a lent GPU), results as JSON in OUTDIR.
 #
 #   benchmarks/run_gpu.sh OUTDIR STAGE...
 #
