@@ -20,10 +20,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
-import sys
-import tempfile
 import time
+
+from isolated import run_row  # benchmarks/ is on sys.path when run as a script
 
 
 def compile_once(model: str, layers: int, program: str, seq_len: int, batch: int,
@@ -76,20 +75,11 @@ def compile_once(model: str, layers: int, program: str, seq_len: int, batch: int
 
 
 def run_isolated(args: argparse.Namespace, model: str, layers: int) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        cmd = [sys.executable, __file__, f"--models={model}", f"--layers={layers}",
-               f"--program={args.program}", f"--seq_len={args.seq_len}",
-               f"--batch={args.batch}", f"--gdn_impl={args.gdn_impl}", f"--out={f.name}",
-               "--no-isolate", *(["--remat"] if args.remat else [])]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s)
-        except subprocess.TimeoutExpired:
-            return {"model": model, "layers": layers, "program": args.program,
-                    "error": f"did not finish within {args.timeout_s} s"}
-        if proc.returncode != 0:
-            return {"model": model, "layers": layers, "program": args.program,
-                    "error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "?"}
-        return json.load(open(f.name))[0]
+    flags = [f"--models={model}", f"--layers={layers}", f"--program={args.program}",
+             f"--seq_len={args.seq_len}", f"--batch={args.batch}",
+             f"--gdn_impl={args.gdn_impl}", *(["--remat"] if args.remat else [])]
+    return run_row(__file__, flags, timeout_s=args.timeout_s,
+                   ident={"model": model, "layers": layers, "program": args.program})
 
 
 def main() -> None:

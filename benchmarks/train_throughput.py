@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
 
 import jax
 import numpy as np
 import optax
 from flax import nnx
+from isolated import run_row  # benchmarks/ is on sys.path when run as a script
 
 from hybrid_jax.data.batch import Batch
 from hybrid_jax.models.lm import LM, count_params
@@ -82,23 +80,11 @@ def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: 
 
 def run_isolated(arch: str, size: str, args: argparse.Namespace) -> dict:
     """One (arch, size) in a child process of this script; its row, or why there is none."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = f"{tmp}/row.json"
-        cmd = [sys.executable, __file__, "--no-isolate", f"--archs={arch}", f"--sizes={size}",
-               f"--seq_len={args.seq_len}", f"--batch={args.batch}", f"--steps={args.steps}",
-               f"--gdn_impl={args.gdn_impl}", f"--out={out}", *(["--remat"] if args.remat else [])]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout_s)
-        except subprocess.TimeoutExpired:
-            return {"arch": arch, "size": size,
-                    "error": f"timed out after {args.timeout_s} s (compile + steps)"}
-        try:
-            with open(out) as f:
-                return json.load(f)[0]
-        except (OSError, ValueError, IndexError):
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-            return {"arch": arch, "size": size,
-                    "error": f"exit {proc.returncode}: {tail[0][:300]}"}
+    flags = [f"--archs={arch}", f"--sizes={size}", f"--seq_len={args.seq_len}",
+             f"--batch={args.batch}", f"--steps={args.steps}", f"--gdn_impl={args.gdn_impl}",
+             *(["--remat"] if args.remat else [])]
+    return run_row(__file__, flags, timeout_s=args.timeout_s,
+                   ident={"arch": arch, "size": size})
 
 
 def main() -> None:
