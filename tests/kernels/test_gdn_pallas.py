@@ -91,12 +91,12 @@ def _check(fn, inputs, h0, seg, dtype, *, grads=True):
 @pytest.mark.parametrize("kind", ["gpu", "tpu"])
 @pytest.mark.parametrize("t,chunk,dk,dv,packed", [
     (45, 16, 8, 12, True),  # T not a multiple of the chunk; docs; padded head dims
-    (64, 32, 16, 32, False),  # T a multiple of the chunk, two V-blocks of 16
+    (64, 32, 16, 32, False),  # T a multiple of the chunk, two V-blocks of 16 (GPU)
 ])
 def test_interpret_fp32_forward_and_grads(kind, t, chunk, dk, dv, packed):
     inputs, h0 = make_inputs(t + dk, b=2, t=t, n=2, dk=dk, dv=dv)
     seg = _packed(2, t, t) if packed else None
-    blocks = {"block_v": 16, "block_v_grads": 16} if kind == "gpu" else {}
+    blocks = {"block_v": 16, "block_v_grads": 16, "block_v_wy": 16} if kind == "gpu" else {}
     _check(_kernel(kind, chunk, **blocks),
            inputs, h0, seg, jnp.float32)
 

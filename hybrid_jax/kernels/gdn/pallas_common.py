@@ -76,6 +76,7 @@ class KernelConfig:
     num_warps_grads: int = 8  # GPU: the per-chunk gradient kernel
     num_stages_state: int = 2  # GPU: software-pipelining depth of the state passes
     block_v_grads: int = 0  # GPU: V-block of the gradient kernels (0: block_v)
+    block_v_wy: int = 0  # GPU: V-block in which the wy kernel forms U (0: all of V)
 
 
 def dot(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False,
@@ -154,17 +155,22 @@ def _kkt_and_inverse(k: jax.Array, beta: jax.Array, dec: Decays, cfg: KernelConf
     return kk, strict, unit_lower_inverse(m, cfg.inv_precision)
 
 
-def wy_forward(q: jax.Array, k: jax.Array, v: jax.Array, beta: jax.Array, dec: Decays,
+def wy_forward(q: jax.Array, k: jax.Array, beta: jax.Array, dec: Decays,
                cfg: KernelConfig):
-    """W [C, K], U [C, V], P [C, C] and A [C, C] of one chunk, fp32 (the caller stores
-    A only under differentiation)."""
+    """W [C, K], P [C, C] and A [C, C] of one chunk, fp32 (the caller stores A only
+    under differentiation); U comes from `wy_values`, on as much of V as the caller
+    holds at once."""
     _, _, a = _kkt_and_inverse(k, beta, dec, cfg)
     xw = k.astype(F32) * (beta * dec.d_in)[:, None]
     w = dot(a, xw, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
-    u = dot(a, v.astype(F32) * beta[:, None], dtype=cfg.mm_dtype,
-            precision=cfg.mm_precision)
     qk = dot(q, k, tb=True, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
-    return w, u, cfg.scale * qk * dec.gam, a
+    return w, cfg.scale * qk * dec.gam, a
+
+
+def wy_values(a: jax.Array, v: jax.Array, beta: jax.Array, cfg: KernelConfig) -> jax.Array:
+    """U = A (beta V) [C, BV] of one chunk on a V-block v [C, BV], fp32."""
+    return dot(a, v.astype(F32) * beta[:, None], dtype=cfg.mm_dtype,
+               precision=cfg.mm_precision)
 
 
 def state_forward(q, k, w, u, p, dec: Decays, s: jax.Array, cfg: KernelConfig):

@@ -13,8 +13,10 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
 
     wy          grid (chunk, head, batch), parallel. Per chunk: K K^T, the (I + M)^-1
                 inverse, W = A (beta d K), U = A (beta V), P = scale (Q K^T) Gam.
-                Writes W, U, P in the input dtype ([b, t, n, K | V | C]) and, under
-                differentiation, A ([b, t, n, C]).
+                Writes W, P (and, under differentiation, A [b, t, n, C]) in the input
+                dtype, then U on V-blocks of `block_v_wy`, so that no [C, V] fp32 tile
+                is live beside W and P (offline sm_90a compile, bf16: spills 108 B ->
+                0 at K = V = 128 and 408 B -> 0 at the release's padded 128 / 256).
     state_fwd   grid (V-block, head, batch); loops over the chunks carrying the fp32
                 state block S [K, BV] in registers; writes O and the final state, and,
                 under differentiation only, the states entering each chunk
@@ -88,19 +90,23 @@ class _Triton:
     def wy(self, cfg, q, k, v, beta, gamma, rel, *, save: bool):
         b, t, n, dk = q.shape
         dv, c = v.shape[-1], cfg.chunk
+        bu = min(cfg.block_v_wy or dv, dv)
 
         def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, u_ref,
                           p_ref, *a_ref):
             ci, h, bi = _ids()
             rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
-            w, u, p, a = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
-                                       v_ref[bi, rows, h, :], beta, dec, cfg)
+            w, p, a = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], beta, dec,
+                                    cfg)
             w_ref[bi, rows, h, :] = w.astype(w_ref.dtype)
-            u_ref[bi, rows, h, :] = u.astype(u_ref.dtype)
             p_ref[bi, rows, h, :] = p.astype(p_ref.dtype)
             if save:
                 a_ref[0][bi, rows, h, :] = a.astype(a_ref[0].dtype)
+            for j in range(dv // bu):  # U in V-blocks: only one [C, BU] tile live at a time
+                cols = pl.ds(j * bu, bu)
+                u = pc.wy_values(a, v_ref[bi, rows, h, cols], beta, cfg)
+                u_ref[bi, rows, h, cols] = u.astype(u_ref.dtype)
 
         mm = cfg.mm_dtype
         shapes = [jax.ShapeDtypeStruct((b, t, n, dk), mm),
@@ -267,7 +273,9 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
     if block_v is None:
         block_v = default_block_v(dtype, q.shape[0] * q.shape[2], v.shape[-1])
     tuning.setdefault("block_v_grads", widest_block_v(dtype))
-    for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"])):
+    tuning.setdefault("block_v_wy", widest_block_v(dtype))
+    for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"]),
+                        ("block_v_wy", tuning["block_v_wy"])):
         if width < 16 or width & (width - 1):
             raise ValueError(f"{name} must be a power of two >= 16, got {width}")
     return pc.make_config(q, v, scale=scale, chunk=chunk, interpret=interpret,
@@ -297,6 +305,7 @@ def gated_delta_rule_pallas_gpu(
     `block_v`: width of the V-blocks of the two state passes (their grid is V-blocks x
     heads x batch); default `default_block_v`.
     `tuning`: fields of `KernelConfig`: block_v_grads (the gradient kernels' V-block;
+    default `widest_block_v`), block_v_wy (the V-block in which the wy kernel forms U;
     default `widest_block_v`), num_warps, num_warps_state, num_warps_grads,
     num_stages_state.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).

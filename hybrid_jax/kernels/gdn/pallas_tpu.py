@@ -79,10 +79,10 @@ class _Mosaic:
         def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, u_ref,
                           p_ref, *a_ref):
             beta, dec = _chunk_scalars(pl.program_id(2), c, beta_ref, gamma_ref, rel_ref)
-            w, u, p, a = pc.wy_forward(q_ref[...], k_ref[...], v_ref[...], beta, dec, cfg)
+            w, p, a = pc.wy_forward(q_ref[...], k_ref[...], beta, dec, cfg)
             w_ref[...] = w.astype(w_ref.dtype)
-            u_ref[...] = u.astype(u_ref.dtype)
             p_ref[...] = p.astype(p_ref.dtype)
+            u_ref[...] = pc.wy_values(a, v_ref[...], beta, cfg).astype(u_ref.dtype)
             if save:
                 a_ref[0][...] = a.astype(a_ref[0].dtype)
 
