@@ -197,6 +197,15 @@ def state_backward(q, k, w, p, dec: Decays, do: jax.Array, ds: jax.Array,
     return dv_new, ds_prev
 
 
+def over_v_blocks(num_v_blocks: int, body: Callable, carry):
+    """`carry = body(jb, carry)` for jb over the V-blocks: inline for one block, else a
+    loop, so that the kernel holds one block's values at a time (unrolled, the
+    compiler kept more of them live and spilled)."""
+    if num_v_blocks == 1:
+        return body(0, carry)
+    return lax.fori_loop(0, num_v_blocks, body, carry)
+
+
 def grads_through_state(q, k, gamma, rel, cfg: KernelConfig, num_v_blocks: int,
                         load_v_block: Callable[[int], tuple[jax.Array, ...]]):
     """Chunk gradients through O = scale (d Q) S + P V' and S_next = c S + (e K)^T V'.
@@ -209,16 +218,18 @@ def grads_through_state(q, k, gamma, rel, cfg: KernelConfig, num_v_blocks: int,
     """
     mm, prec = cfg.mm_dtype, cfg.mm_precision
     c_len, dk_len = k.shape
-    dp = jnp.zeros((c_len, c_len), F32)
-    do_s = jnp.zeros((c_len, dk_len), F32)  # dO S^T
-    vn_ds = jnp.zeros((c_len, dk_len), F32)  # V' dS^T
-    dc = jnp.zeros((), F32)
-    for jb in range(num_v_blocks):
+
+    def v_block(jb, acc):
+        dp, do_s, vn_ds, dc = acc
         v_new, s, ds, do = load_v_block(jb)
-        dp += dot(do, v_new, tb=True, dtype=mm, precision=prec)
-        do_s += dot(do, s, tb=True, dtype=mm, precision=prec)
-        vn_ds += dot(v_new, ds, tb=True, dtype=mm, precision=prec)
-        dc += jnp.sum(s.astype(F32) * ds.astype(F32))
+        return (dp + dot(do, v_new, tb=True, dtype=mm, precision=prec),
+                do_s + dot(do, s, tb=True, dtype=mm, precision=prec),  # dO S^T
+                vn_ds + dot(v_new, ds, tb=True, dtype=mm, precision=prec),  # V' dS^T
+                dc + jnp.sum(s.astype(F32) * ds.astype(F32)))
+
+    zeros = (jnp.zeros((c_len, c_len), F32), jnp.zeros((c_len, dk_len), F32),
+             jnp.zeros((c_len, dk_len), F32), jnp.zeros((), F32))
+    dp, do_s, vn_ds, dc = over_v_blocks(num_v_blocks, v_block, zeros)
     dec = decays(gamma, rel)
     dp_gam = cfg.scale * dp * dec.gam
     dq = dot(dp_gam, k, dtype=mm, precision=prec) + (cfg.scale * dec.d_in)[:, None] * do_s
@@ -243,17 +254,20 @@ def grads_through_wy(k, beta, gamma, rel, a, cfg: KernelConfig, num_v_blocks: in
     mm, prec, inv_prec = cfg.mm_dtype, cfg.mm_precision, cfg.inv_precision
     c_len, dk_len = k.shape
     k32 = k.astype(F32)
-    da = jnp.zeros((c_len, c_len), F32)
-    dw = jnp.zeros((c_len, dk_len), F32)
-    dbeta = jnp.zeros((c_len,), F32)
-    for jb in range(num_v_blocks):
+
+    def v_block(jb, acc):
+        da, dw, dbeta = acc
         v, s, dvn = load_v_block(jb)
         xu = v.astype(F32) * beta[:, None]
-        dw -= dot(dvn, s, tb=True, dtype=mm, precision=prec)
-        da += dot(dvn, xu, tb=True, dtype=mm, precision=prec)
         dxu = dot(a, dvn, ta=True, dtype=mm, precision=prec)
         store_dv(jb, dxu * beta[:, None])
-        dbeta += jnp.sum(dxu * v.astype(F32), axis=1)
+        return (da + dot(dvn, xu, tb=True, dtype=mm, precision=prec),
+                dw - dot(dvn, s, tb=True, dtype=mm, precision=prec),
+                dbeta + jnp.sum(dxu * v.astype(F32), axis=1))
+
+    zeros = (jnp.zeros((c_len, c_len), F32), jnp.zeros((c_len, dk_len), F32),
+             jnp.zeros((c_len,), F32))
+    da, dw, dbeta = over_v_blocks(num_v_blocks, v_block, zeros)
     dec = decays(gamma, rel)
     xw = k32 * (beta * dec.d_in)[:, None]
     da += dot(dw, xw, tb=True, dtype=mm, precision=prec)

@@ -27,7 +27,10 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 A, V' and states. `grads_state` (through O and the state update) writes
                 dq and the dk, dgamma parts through P, d, e, c (fp32); `grads_wy`
                 (through V' = U - W S and the inverse) adds its dk and dgamma parts and
-                writes dk, dv and dbeta. Both walk V in blocks of BV.
+                writes dk, dv and dbeta. Both walk V in blocks of BV, in a loop
+                rather than unrolled (`pallas_common.over_v_blocks`; offline sm_90a,
+                bf16, at the release's padded 128 / 256: spills 412 / 532 B -> 104 /
+                212 B; at 128 / 128 grads_wy 260 -> 132 B).
 
 V-blocks (`default_block_v`): the gradient kernels walk V in blocks of 128 for bf16
 inputs (64 for fp32, whose wider tiles overflow shared memory at 128); the state passes
@@ -68,6 +71,12 @@ def _ids():
 
 def _rows(ci, chunk: int):
     return pl.ds(pl.multiple_of(ci * chunk, chunk), chunk)
+
+
+def _cols(j, width: int):
+    """Columns of V-block j (a Python int, or traced inside a loop)."""
+    start = j * width if isinstance(j, int) else pl.multiple_of(j * width, width)
+    return pl.ds(start, width)
 
 
 def _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, b, rows, h):
@@ -200,7 +209,7 @@ class _Triton:
             rows = _rows(ci, c)
 
             def load(jb: int):
-                cols = pl.ds(jb * bv, bv)
+                cols = _cols(jb, bv)
                 return (vn_ref[bi, rows, h, cols], s_ref[bi, h, ci, :, cols],
                         ds_ref[bi, h, ci, :, cols], do_ref[bi, rows, h, cols])
 
@@ -224,12 +233,12 @@ class _Triton:
             rows = _rows(ci, c)
 
             def load(jb: int):
-                cols = pl.ds(jb * bv, bv)
+                cols = _cols(jb, bv)
                 return (v_ref[bi, rows, h, cols], s_ref[bi, h, ci, :, cols],
                         dvn_ref[bi, rows, h, cols])
 
             def store_dv(jb: int, x):
-                dv_ref[bi, rows, h, pl.ds(jb * bv, bv)] = x.astype(dv_ref.dtype)
+                dv_ref[bi, rows, h, _cols(jb, bv)] = x.astype(dv_ref.dtype)
 
             dk_, dbeta, dgamma = pc.grads_through_wy(
                 k_ref[bi, rows, h, :], beta_ref[bi, rows, h], gamma_ref[bi, rows, h],
