@@ -1,11 +1,13 @@
-"""Compile time of the scoring and training programs, by model and depth.
+"""Compile time and memory of the scoring and training programs, by model and depth.
 
 Compiles from shapes alone (abstract parameters: no memory, no initialisation, so a 7B
 program compiles in seconds of setup): for each model and each depth (the first N
 entries of its layer pattern) it times tracing, lowering and XLA's compile of one
-program and counts the Pallas kernels (Triton / Mosaic custom calls) in it. Compile
-time that grows by the same amount per GDN layer says the per-layer kernel copies are
-compiled one by one; time flat in depth says they are compiled once.
+program, counts the Pallas kernels (Triton / Mosaic custom calls) in it, and reads
+XLA's buffer assignment (argument, output, aliased and temporary GiB per device), so
+whether a step fits in memory is known without running it. Compile time that grows by
+the same amount per GDN layer says the per-layer kernel copies are compiled one by one;
+time flat in depth says they are compiled once.
 
     python benchmarks/compile_time.py --models=olmo3_7b,olmo_hybrid_7b \
         --layers=4,8,16,32 --program=score --out=compile.json
@@ -61,14 +63,18 @@ def compile_once(model: str, layers: int, program: str, seq_len: int, batch: int
     t1 = time.perf_counter()
     lowered = traced.lower()
     t2 = time.perf_counter()
-    lowered.compile()
+    compiled = lowered.compile()
     t3 = time.perf_counter()
     text = lowered.as_text()
+    mem = compiled.memory_analysis()
+    gib = {name: None if mem is None else getattr(mem, f"{name}_size_in_bytes") / 2**30
+           for name in ("argument", "output", "alias", "temp")}
     return {"model": model, "layers": layers, "program": program, "seq_len": seq_len,
             "batch": batch, "gdn_impl": gdn_impl, "remat": remat,
             "layer_types": dict(sorted({t: cfg.layer_types.count(t)
                                         for t in set(cfg.layer_types)}.items())),
             "trace_s": t1 - t0, "lower_s": t2 - t1, "compile_s": t3 - t2,
+            "memory_gib": gib,
             "triton_kernels": text.count("__gpu$xla.gpu.triton"),
             "mosaic_kernels": text.count("tpu_custom_call"),
             "backend": jax.default_backend(), "device": jax.devices()[0].device_kind}
@@ -112,7 +118,8 @@ def main() -> None:
                 print(f"{model:>16} {layers:3d} layers {row['layer_types']}: trace "
                       f"{row['trace_s']:.1f} s, lower {row['lower_s']:.1f} s, compile "
                       f"{row['compile_s']:.1f} s, {row['triton_kernels']} Triton / "
-                      f"{row['mosaic_kernels']} Mosaic kernels", flush=True)
+                      f"{row['mosaic_kernels']} Mosaic kernels, temporaries "
+                      f"{row['memory_gib']['temp']:.2f} GiB", flush=True)
     with open(args.out, "w") as f:
         json.dump(rows, f, indent=2)
     print(f"wrote {args.out}")
