@@ -77,16 +77,16 @@ class LM(nnx.Module):
             x = apply(block, x)
         return self.final_norm(x)
 
+    def output_weights(self) -> jax.Array:
+        """The [d, vocab] output projection (the transposed embedding when tied)."""
+        return self.embed[...].T if self.lm_head is None else self.lm_head[...]
+
     def logits(self, h_btd: Hidden) -> Logits:
         """Project hidden states to the vocabulary, accumulating in float32."""
-        if self.lm_head is None:
-            w_dv = self.embed[...].T
-        else:
-            w_dv = self.lm_head[...]
         return jnp.einsum(
             "btd,dv->btv",
             h_btd,
-            w_dv.astype(h_btd.dtype),
+            self.output_weights().astype(h_btd.dtype),
             preferred_element_type=jnp.float32,
         )
 

@@ -32,11 +32,6 @@ class TokenStats(NamedTuple):
     rank: Int[Array, "b t"]
 
 
-def head_weights(model: LM) -> jax.Array:
-    """[d, vocab] output projection (the transposed embedding when tied)."""
-    return model.embed[...].T if model.lm_head is None else model.lm_head[...]
-
-
 def token_stats(h_btd: Hidden, w_dv: jax.Array, targets: Int[Array, "b t"], *,
                 vocab_chunk: int = 8192) -> TokenStats:
     """Loss, entropy and rank from hidden states, one vocabulary slice at a time."""
@@ -84,7 +79,7 @@ def make_scorer(
     def scorer(params: nnx.State, batch: Batch) -> TokenStats:
         model = nnx.merge(graphdef, params)
         h = model.hidden_states(batch.inputs, segment_ids=batch.segment_ids)
-        return token_stats(h, head_weights(model), batch.targets, vocab_chunk=vocab_chunk)
+        return token_stats(h, model.output_weights(), batch.targets, vocab_chunk=vocab_chunk)
 
     return jax.jit(scorer, in_shardings=(None, batch_sharding))
 

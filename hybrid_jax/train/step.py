@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from hybrid_jax.data.batch import Batch
 from hybrid_jax.sharding import global_from_replicated_host
-from hybrid_jax.train.losses import token_nll, token_nll_and_log_z
+from hybrid_jax.train.losses import chunked_token_nll_and_log_z
 from hybrid_jax.train.state import TrainState
 
 Metrics = dict[str, jax.Array]
@@ -29,8 +29,8 @@ Metrics = dict[str, jax.Array]
 def _sums(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, z_loss: float):
     """(objective sum, (nll sum, z sum, target count)) over one (micro-)batch."""
     model = nnx.merge(graphdef, params)
-    logits = model(batch.inputs, segment_ids=batch.segment_ids)
-    nll, log_z = token_nll_and_log_z(logits, batch.targets)
+    h = model.hidden_states(batch.inputs, segment_ids=batch.segment_ids)
+    nll, log_z = chunked_token_nll_and_log_z(h, model.output_weights(), batch.targets)
     mask = batch.loss_mask.astype(jnp.float32)
     nll_sum = jnp.sum(nll * mask)
     z_sum = jnp.sum(jnp.square(log_z) * mask)
@@ -99,7 +99,8 @@ def make_eval_step(graphdef: nnx.GraphDef, *, batch_sharding: NamedSharding | No
 
     def nll(params: nnx.State, batch: Batch) -> jax.Array:
         model = nnx.merge(graphdef, params)
-        return token_nll(model(batch.inputs, segment_ids=batch.segment_ids), batch.targets)
+        h = model.hidden_states(batch.inputs, segment_ids=batch.segment_ids)
+        return chunked_token_nll_and_log_z(h, model.output_weights(), batch.targets)[0]
 
     if batch_sharding is None:
         return jax.jit(nll)

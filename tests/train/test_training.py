@@ -162,17 +162,18 @@ def unigram_entropy(tokenizer, train_docs, held_docs, max_tokens: int) -> float:
     return float(-np.mean(np.log([(counts[i] + 1) / total for i in held.tolist()])))
 
 
-@pytest.mark.parametrize("arch,steps", [("transformer", 200), ("hybrid", 120),
-                                        ("recurrent", 120)])
-def test_tiny_presets_learn_real_text(small_config, tmp_path, arch, steps):
-    """120-200 steps of 16 x 128 bytes of the seven-domain corpus (a CPU minute or two
-    each): held-out loss falls below the unigram entropy (3.37 nats per byte) by more
-    than 0.25. The tiny transformer (three 32-token windows, one full layer) learns
-    slowest: 3.19 after 120 steps."""
+@pytest.mark.parametrize("arch", ["transformer", "hybrid", "recurrent"])
+def test_tiny_presets_learn_real_text(small_config, tmp_path, arch):
+    """200 steps of 16 x 128 bytes of the seven-domain corpus (a CPU minute each):
+    held-out loss falls below the unigram entropy (3.37 nats per byte) by more than
+    0.25. At lr 1e-2 these tiny models train with loss spikes, so where a short run
+    ends depends on rounding: at 120 steps a bit-level change to the loss (chunked LM
+    head) moved the hybrid from 2.99 to 3.14; at 200 steps seeds 0-2 give hybrid
+    2.68-2.81, recurrent 2.71-2.80, transformer 2.96."""
     config = small_config(
         arch,
         data=dict(sources=f"corpus:{CORPUS}", seq_len=128),
-        train=dict(steps=steps, batch_size=16, warmup_steps=12, learning_rate=1e-2,
+        train=dict(steps=200, batch_size=16, warmup_steps=12, learning_rate=1e-2,
                    log_every=20, checkpoint_every=1000),
         eval=dict(max_windows=64, batch_size=16))
     summary = train(config, tmp_path)
