@@ -151,9 +151,11 @@ class GatedDeltaNet(nnx.Module):
     def _heads_and_gates(self, x_btd: Hidden, q: Array, k: Array, v: Array):
         b, t, _ = x_btd.shape
         n = self.n_heads
-        q = l2_normalize(q.reshape(b, t, n, self.key_dim))
-        k = l2_normalize(k.reshape(b, t, n, self.key_dim))
         v = v.reshape(b, t, n, self.value_dim)
+        # Normalised in float32, then back to the compute dtype (as fla's in-kernel
+        # l2norm does): float32 q / k beside bf16 v would run the kernels in float32.
+        q = l2_normalize(q.reshape(b, t, n, self.key_dim)).astype(v.dtype)
+        k = l2_normalize(k.reshape(b, t, n, self.key_dim)).astype(v.dtype)
         beta = jax.nn.sigmoid(self.b_proj(x_btd).astype(jnp.float32))
         if self.allow_neg_eigval:
             beta = 2.0 * beta

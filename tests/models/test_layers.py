@@ -185,3 +185,26 @@ def test_gdn_gates_follow_olmo_hybrid_formulas():
     np.testing.assert_allclose(jnp.linalg.norm(q, axis=-1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(jnp.linalg.norm(k, axis=-1), 1.0, rtol=1e-5)
     assert float(beta.max()) > 1.0  # negative eigenvalues reachable
+
+
+def test_gdn_layer_hands_the_kernel_one_compute_dtype(monkeypatch):
+    """bf16 compute: q, k (normalised in fp32) reach the kernel in bf16 beside v, so the
+    Pallas kernels run their bf16 path (a float32 q / k made them compute in float32,
+    ~69 s of Triton compile per kernel on an H100); gates stay float32."""
+    import hybrid_jax.models.gated_deltanet as gdn_module
+
+    seen = {}
+    real = gdn_module.gated_delta_rule
+
+    def spy(q, k, v, g, beta, **kw):
+        seen.update(q=q.dtype, k=k.dtype, v=v.dtype, g=g.dtype, beta=beta.dtype)
+        return real(q, k, v, g, beta, **kw)
+
+    monkeypatch.setattr(gdn_module, "gated_delta_rule", spy)
+    cfg = research_model("hybrid", "tiny", dtype="bfloat16")
+    gdn = GatedDeltaNet(cfg, rngs=nnx.Rngs(5))
+    x = jnp.asarray(RNG.normal(size=(1, 8, cfg.d_model)), jnp.bfloat16)
+    y = gdn(x)
+    assert seen == dict(q=jnp.bfloat16, k=jnp.bfloat16, v=jnp.bfloat16, g=jnp.float32,
+                        beta=jnp.float32)
+    assert y.dtype == jnp.bfloat16
