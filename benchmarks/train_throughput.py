@@ -41,7 +41,7 @@ from hybrid_jax.train.step import make_train_step
 
 
 def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: bool,
-          gdn_impl: str) -> dict:
+          gdn_impl: str, loss_chunk: int) -> dict:
     cfg = research_model(arch, size, dtype="bfloat16", param_dtype="float32", remat=remat,
                          gdn_impl=gdn_impl)
     mesh = make_mesh({"data": -1})
@@ -50,7 +50,8 @@ def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: 
     tx = optax.adamw(1e-4, weight_decay=0.1)
     state = jax.jit(lambda p: TrainState.create(p, tx))(params)
     bsh = batch_sharding(mesh)
-    step = make_train_step(graphdef, tx, state_sharding=jax.tree.map(lambda x: x.sharding, state),
+    step = make_train_step(graphdef, tx, loss_chunk=loss_chunk,
+                           state_sharding=jax.tree.map(lambda x: x.sharding, state),
                            batch_sharding=bsh)
     rows = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq_len + 1))
     data = jax.device_put(Batch.from_rows(rows), bsh)
@@ -74,6 +75,7 @@ def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: 
         "step_s": dt, "tokens_per_s": tok_s, "tokens_per_s_per_device": tok_s / jax.device_count(),
         "mfu": None if peak is None else tok_s * flops / (peak * jax.device_count()),
         "compile_s": compile_s, "loss": float(m["loss"]), "remat": remat,
+        "loss_chunk": loss_chunk,
         "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
     }
 
@@ -82,6 +84,7 @@ def run_isolated(arch: str, size: str, args: argparse.Namespace) -> dict:
     """One (arch, size) in a child process of this script; its row, or why there is none."""
     flags = [f"--archs={arch}", f"--sizes={size}", f"--seq_len={args.seq_len}",
              f"--batch={args.batch}", f"--steps={args.steps}", f"--gdn_impl={args.gdn_impl}",
+             f"--loss_chunk={args.loss_chunk}",
              *(["--remat"] if args.remat else [])]
     return run_row(__file__, flags, timeout_s=args.timeout_s,
                    ident={"arch": arch, "size": size})
@@ -96,6 +99,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--remat", action="store_true")
     p.add_argument("--gdn_impl", default="auto")
+    p.add_argument("--loss_chunk", type=int, default=256,
+                   help="LM-head positions per piece; 0: full logits (train.loss_chunk)")
     p.add_argument("--out", default="train_throughput.json")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
                    help="one process per (arch, size)")
@@ -110,7 +115,8 @@ def main() -> None:
             else:
                 try:
                     r = bench(arch, size, seq_len=args.seq_len, batch=args.batch,
-                              steps=args.steps, remat=args.remat, gdn_impl=args.gdn_impl)
+                              steps=args.steps, remat=args.remat, gdn_impl=args.gdn_impl,
+                              loss_chunk=args.loss_chunk)
                 except Exception as e:  # e.g. out of memory: report and go on
                     r = {"arch": arch, "size": size, "error": f"{type(e).__name__}: {e}"[:300]}
             if "error" in r:

@@ -52,6 +52,7 @@ def get_config(arg: str = ""):
         weight_decay=0.1,
         grad_clip=1.0,
         z_loss=0.0,
+        loss_chunk=256,  # LM-head positions per piece (recomputed in the backward); 0: whole
         log_every=10 if tiny else 50,
         checkpoint_every=100 if tiny else 1000,
         keep_checkpoints=3,

@@ -170,7 +170,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
 
     # ------------------------------------------------------------------ Update step
     step_fn = make_train_step(graphdef, tx, schedule=schedule, z_loss=tc.z_loss,
-                              microbatches=tc.microbatches, state_sharding=state_sharding,
+                              microbatches=tc.microbatches, loss_chunk=tc.loss_chunk,
+                              state_sharding=state_sharding,
                               batch_sharding=bsh)
     flops_per_token = training_flops_per_token(cfg, seq_len)
     peak = peak_flops_per_device()

@@ -43,8 +43,15 @@ def chunked_token_nll_and_log_z(
     (float32) dtype. Measured, XLA's buffer assignment on CPU for loss and gradients at
     b 4, t 4096, d 2048, vocab 100352: 13.1 GiB of temporaries with full logits, 2.5 GiB
     with 256-position chunks (1024: 5.6 vs 8.5 GiB for a whole 60M training step at
-    4 x 2048; 256: 3.3)."""
+    4 x 2048; 256: 3.3). `seq_chunk=0` computes the full logits at once instead (no
+    recomputation; the trainer's `train.loss_chunk`)."""
     b, t, d = h_btd.shape
+    if seq_chunk < 0:
+        raise ValueError(f"seq_chunk must be >= 0 (0: full logits), got {seq_chunk}")
+    if seq_chunk == 0:  # one piece, nothing recomputed: faster, [b, t, vocab] in memory
+        logits = jnp.einsum("btd,dv->btv", h_btd, w_dv.astype(h_btd.dtype),
+                            preferred_element_type=jnp.float32)
+        return token_nll_and_log_z(logits, targets)
     chunk = min(seq_chunk, t)
     num = -(-t // chunk)
     pad = num * chunk - t

@@ -26,11 +26,13 @@ from hybrid_jax.train.state import TrainState
 Metrics = dict[str, jax.Array]
 
 
-def _sums(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, z_loss: float):
+def _sums(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, z_loss: float,
+          loss_chunk: int):
     """(objective sum, (nll sum, z sum, target count)) over one (micro-)batch."""
     model = nnx.merge(graphdef, params)
     h = model.hidden_states(batch.inputs, segment_ids=batch.segment_ids)
-    nll, log_z = chunked_token_nll_and_log_z(h, model.output_weights(), batch.targets)
+    nll, log_z = chunked_token_nll_and_log_z(h, model.output_weights(), batch.targets,
+                                             seq_chunk=loss_chunk)
     mask = batch.loss_mask.astype(jnp.float32)
     nll_sum = jnp.sum(nll * mask)
     z_sum = jnp.sum(jnp.square(log_z) * mask)
@@ -44,16 +46,21 @@ def make_train_step(
     schedule: Callable[[jax.Array], jax.Array] | None = None,
     z_loss: float = 0.0,
     microbatches: int = 1,
+    loss_chunk: int = 256,
     state_sharding=None,
     batch_sharding=None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """A jitted `step(state, batch) -> (state, metrics)`; `state` is donated.
 
+    `loss_chunk`: positions per piece of the LM head's logits (`chunked_token_nll_and_log_z`;
+    0: the full logits at once, faster where they fit).
     Metrics: loss (mean nats per target), z_loss, grad_norm, lr, tokens.
     """
     if microbatches < 1:
         raise ValueError(f"microbatches must be >= 1, got {microbatches}")
-    grad_fn = jax.grad(lambda p, b: _sums(graphdef, p, b, z_loss), has_aux=True)
+    if loss_chunk < 0:
+        raise ValueError(f"loss_chunk must be >= 0 (0: full logits), got {loss_chunk}")
+    grad_fn = jax.grad(lambda p, b: _sums(graphdef, p, b, z_loss, loss_chunk), has_aux=True)
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         b = batch.inputs.shape[0]

@@ -15,7 +15,8 @@ def full(h, w, targets):
     return token_nll_and_log_z(logits, targets)
 
 
-@pytest.mark.parametrize("t,seq_chunk", [(37, 8), (32, 16), (12, 64)])  # ragged, even, one
+# ragged, even, one chunk, and 0: the whole logits at once
+@pytest.mark.parametrize("t,seq_chunk", [(37, 8), (32, 16), (12, 64), (12, 0)])
 def test_chunked_loss_equals_full_logits(t, seq_chunk):
     b, d, v = 3, 16, 50
     kh, kw, kt = jax.random.split(jax.random.key(t), 3)
@@ -61,3 +62,9 @@ def test_chunked_loss_keeps_one_chunk_of_logits():
           f"MiB (one logits array {logits_bytes / 2**20:.0f} MiB)")
     assert full_temp >= logits_bytes
     assert chunked_temp < logits_bytes / 2
+
+
+def test_negative_chunk_is_an_error():
+    h, w, tg = jnp.zeros((1, 4, 2)), jnp.zeros((2, 3)), jnp.zeros((1, 4), jnp.int32)
+    with pytest.raises(ValueError, match="seq_chunk must be >= 0"):
+        chunked_token_nll_and_log_z(h, w, tg, seq_chunk=-1)
