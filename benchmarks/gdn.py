@@ -1,6 +1,7 @@
 """Gated DeltaNet speed: our implementations vs fla's Triton kernel vs cuDNN attention.
 
-Same run, same GPU, same shapes (bf16, H heads, Dk = Dv):
+Same run, same GPU, same shapes (bf16, H heads, Dk = `--head_dim`, Dv = `--value_dim`,
+by default the same):
     xla        hybrid_jax chunked UT/WY form under jit (the reference tier)
     pallas     hybrid_jax Pallas Triton kernels (`pallas_gpu.py`), through the dispatcher
     fla        flash-linear-attention `chunk_gated_delta_rule` (torch/Triton), if importable,
@@ -52,29 +53,29 @@ def time_jax(fn, *args, iters: int = 20) -> float:
     return 1e3 * statistics.median(times)
 
 
-def gdn_inputs(b, t, h, d, seed=0):
+def gdn_inputs(b, t, h, d, dv, seed=0):
     ks = jax.random.split(jax.random.key(seed), 5)
     q = jax.random.normal(ks[0], (b, t, h, d), jnp.float32)
     k = jax.random.normal(ks[1], (b, t, h, d), jnp.float32)
     q = (q / jnp.linalg.norm(q, axis=-1, keepdims=True)).astype(jnp.bfloat16)
     k = (k / jnp.linalg.norm(k, axis=-1, keepdims=True)).astype(jnp.bfloat16)
-    v = jax.random.normal(ks[2], (b, t, h, d), jnp.bfloat16)
+    v = jax.random.normal(ks[2], (b, t, h, dv), jnp.bfloat16)
     g = jax.nn.log_sigmoid(jax.random.normal(ks[3], (b, t, h), jnp.float32))
     beta = jax.nn.sigmoid(jax.random.normal(ks[4], (b, t, h), jnp.float32)).astype(jnp.bfloat16)
     return q, k, v, g, beta
 
 
-def bench_fn(fn, b, t, h, d):
+def bench_fn(fn, b, t, h, d, dv):
     """fwd and fwd+bwd times (ms) of fn(q, k, v, g, beta) -> (o, state)."""
-    args = gdn_inputs(b, t, h, d)
+    args = gdn_inputs(b, t, h, d, dv)
     fwd = jax.jit(lambda *a: fn(*a)[0])
     loss = lambda *a: jnp.sum(fn(*a)[0].astype(jnp.float32))
     fwd_bwd = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4)))
     return {"fwd": time_jax(fwd, *args), "fwd+bwd": time_jax(fwd_bwd, *args)}
 
 
-def bench_ours(impl, b, t, h, d):
-    return bench_fn(lambda *a: gated_delta_rule(*a, impl=impl), b, t, h, d)
+def bench_ours(impl, b, t, h, d, dv):
+    return bench_fn(lambda *a: gated_delta_rule(*a, impl=impl), b, t, h, d, dv)
 
 
 def parse_variant(variant: str) -> dict[str, int]:
@@ -83,30 +84,31 @@ def parse_variant(variant: str) -> dict[str, int]:
     return {key: int(val) for key, val in (item.split("=") for item in items)}
 
 
-def sweep(spec: str, b, t, h, d) -> list[dict]:
+def sweep(spec: str, b, t, h, d, dv) -> list[dict]:
     """Time Pallas variants at one shape. `spec`: variants separated by ';', each a
     comma-separated list of key=int over block_v and the KernelConfig launch fields
-    (num_warps, num_warps_state, num_warps_grads, num_stages_state)."""
+    (num_warps, num_warps_state, num_warps_grads, num_stages_state, block_v_wy,
+    block_v_grads, pad_v)."""
     rows = []
     for variant in spec.split(";"):
         kw = parse_variant(variant)
         fn = functools.partial(gated_delta_rule_pallas_gpu, interpret=INTERPRET, **kw)
         try:
-            r = bench_fn(fn, b, t, h, d)
+            r = bench_fn(fn, b, t, h, d, dv)
         except Exception as e:  # a variant that does not compile: report, go on
             r = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
         rows.append({"variant": kw, "times_ms": r})
-        print(f"sweep B={b} T={t} H={h} D={d} {kw}: {r}", flush=True)
+        print(f"sweep B={b} T={t} H={h} D={d} Dv={dv} {kw}: {r}", flush=True)
     return rows
 
 
-def breakdown(spec: str, b, t, h, d) -> list[dict]:
+def breakdown(spec: str, b, t, h, d, dv) -> list[dict]:
     """Time each Pallas kernel alone (ms) at one shape, per variant of `spec` (as --sweep):
     the forward's wy and state passes (plain, and saving the backward's residuals), the
     reverse state pass and the gradient kernels. Tells which kernel to go after. Each
     part is its own jitted call: the times include a launch (~0.05 ms) and, for
     `prepare`, copies of q, k, v that the fused program does not make."""
-    q, k, v, g, beta = gdn_inputs(b, t, h, d)
+    q, k, v, g, beta = gdn_inputs(b, t, h, d, dv)
     rows = []
     for variant in spec.split(";"):
         kw = parse_variant(variant)
@@ -117,12 +119,12 @@ def breakdown(spec: str, b, t, h, d) -> list[dict]:
         except Exception as e:  # a variant that does not compile or fit: report, go on
             rows.append({"variant": kw, "failed": f"{type(e).__name__}: "
                                                   f"{str(e).splitlines()[0][:160]}"})
-        print(f"breakdown B={b} T={t} H={h} D={d} " + json.dumps(rows[-1]), flush=True)
+        print(f"breakdown B={b} T={t} H={h} D={d} Dv={dv} " + json.dumps(rows[-1]), flush=True)
     return rows
 
 
 def _breakdown_variant(kw, cfg, q, k, v, g, beta) -> dict:
-    p = pc.prepare(q, k, v, g, beta, None, None, 64)
+    p = pc.prepare(q, k, v, g, beta, None, None, 64, cfg.pad_v)
     wy = lambda p, save: be.wy(cfg, p.q, p.k, p.v, p.beta, p.gamma, p.rel, save=save)
     state = lambda p, w, u, pp, save: be.state_fwd(cfg, p.q, p.k, w, u, pp, p.gamma,
                                                    p.rel, p.h0, save=save)
@@ -134,7 +136,8 @@ def _breakdown_variant(kw, cfg, q, k, v, g, beta) -> dict:
     grads = lambda p, a, vn, st, dst, do, dvn: be.grads(
         cfg, p.q, p.k, p.v, p.beta, p.gamma, p.rel, a, vn, st, dst, do, dvn)
     parts = {
-        "prepare": (jax.jit(lambda *a: pc.prepare(*a, None, None, 64)), (q, k, v, g, beta)),
+        "prepare": (jax.jit(lambda *a: pc.prepare(*a, None, None, 64, cfg.pad_v)),
+                    (q, k, v, g, beta)),
         "wy": (jax.jit(lambda p: wy(p, False)), (p,)),
         "wy(save)": (jax.jit(lambda p: wy(p, True)), (p,)),
         "state_fwd": (jax.jit(lambda *x: state(*x, False)), (p, w, u, pp)),
@@ -156,7 +159,7 @@ def bench_cudnn_attention(b, t, h, d):
     return {"fwd": time_jax(fwd, q, k, v), "fwd+bwd": time_jax(fwd_bwd, q, k, v)}
 
 
-def bench_fla(b, t, h, d):
+def bench_fla(b, t, h, d, dv):
     import torch
     from fla.ops.gated_delta_rule import chunk_gated_delta_rule
     from triton.testing import do_bench
@@ -164,7 +167,7 @@ def bench_fla(b, t, h, d):
     dev = "cuda"
     q = torch.nn.functional.normalize(torch.randn(b, t, h, d, device=dev), dim=-1).bfloat16()
     k = torch.nn.functional.normalize(torch.randn(b, t, h, d, device=dev), dim=-1).bfloat16()
-    v = torch.randn(b, t, h, d, device=dev, dtype=torch.bfloat16)
+    v = torch.randn(b, t, h, dv, device=dev, dtype=torch.bfloat16)
     g = torch.nn.functional.logsigmoid(torch.randn(b, t, h, device=dev))
     beta = torch.randn(b, t, h, device=dev).sigmoid().bfloat16()
     out = {"fwd": do_bench(lambda: chunk_gated_delta_rule(q, k, v, g, beta), return_mode="median")}
@@ -186,7 +189,9 @@ def main() -> None:
     parser.add_argument("--seq_lens", default="2048,4096,8192,16384")
     parser.add_argument("--tokens", type=int, default=16384, help="b * t per measurement")
     parser.add_argument("--heads", type=int, default=32)
-    parser.add_argument("--head_dim", type=int, default=128)
+    parser.add_argument("--head_dim", type=int, default=128, help="Dk (and attention's D)")
+    parser.add_argument("--value_dim", type=int, default=0, help="Dv (0: --head_dim); "
+                        "the release's GDN: --head_dim=96 --value_dim=192")
     parser.add_argument("--impls", default="xla,pallas,fla,cudnn_attn")
     parser.add_argument("--out", default="gdn_benchmark.json")
     parser.add_argument("--sweep", default="",
@@ -201,19 +206,20 @@ def main() -> None:
     global INTERPRET
     INTERPRET = args.interpret
     h, d = args.heads, args.head_dim
+    dv = args.value_dim or d
     results = []
     b4 = max(1, args.tokens // 4096)
-    breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d) if args.breakdown else []
-    sweep_rows = sweep(args.sweep, b4, 4096, h, d) if args.sweep else []
+    breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d, dv) if args.breakdown else []
+    sweep_rows = sweep(args.sweep, b4, 4096, h, d, dv) if args.sweep else []
     for t in (int(x) for x in args.seq_lens.split(",") if x):
         b = max(1, args.tokens // t)
-        row = {"b": b, "t": t, "h": h, "d": d, "device": str(jax.devices()[0])}
+        row = {"b": b, "t": t, "h": h, "d": d, "dv": dv, "device": str(jax.devices()[0])}
         for impl in args.impls.split(","):
             try:
                 if impl in ("xla", "pallas"):
-                    row[impl] = bench_ours(impl, b, t, h, d)
+                    row[impl] = bench_ours(impl, b, t, h, d, dv)
                 elif impl == "fla":
-                    row[impl] = bench_fla(b, t, h, d)
+                    row[impl] = bench_fla(b, t, h, d, dv)
                 elif impl == "cudnn_attn":
                     row[impl] = bench_cudnn_attention(b, t, h, d)
             except Exception as e:  # report, keep measuring the others
@@ -256,7 +262,8 @@ def print_summary(results) -> None:
 
 def print_row(row, impls) -> None:
     tokens = row["b"] * row["t"]
-    print(f"\nB={row['b']} T={row['t']} H={row['h']} D={row['d']} on {row['device']}")
+    print(f"\nB={row['b']} T={row['t']} H={row['h']} D={row['d']} Dv={row['dv']} "
+          f"on {row['device']}")
     base = row.get("xla") if isinstance(row.get("xla"), dict) else None
     for impl in impls:
         r = row.get(impl)

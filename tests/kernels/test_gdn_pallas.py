@@ -24,6 +24,7 @@ from hybrid_jax.kernels.gdn import (
     gated_delta_rule_recurrent,
     resolve_gdn_impl,
 )
+from hybrid_jax.kernels.gdn import pallas_common as pc
 from hybrid_jax.kernels.gdn.dispatch import PALLAS_INTERPRET_ENV
 from hybrid_jax.kernels.impl import GdnImpl
 from tests.kernels.test_gdn import make_inputs
@@ -178,12 +179,39 @@ def test_lowers_for_real_backends(kind, target):
     assert text.count("tpu_custom_call" if kind == "tpu" else "triton") >= 4
 
 
+@pytest.mark.parametrize("dtype,dk,dv,pad_v", [
+    (jnp.float32, 24, 48, 16),  # V = 48 stays 48 (three 16-wide blocks), not 64
+    (jnp.bfloat16, 96, 192, 64),  # the release's head dims: V 192 in 64-wide blocks
+])
+def test_interpret_pad_v_to_block_multiple(dtype, dk, dv, pad_v):
+    """V padded to a multiple of its blocks instead of a power of two: same results."""
+    assert pc.padded_dim(dv, pad_v) == dv < pc.next_pow2(dv)
+    t = 45 if dtype == jnp.float32 else 40
+    inputs, h0 = make_inputs(dv, b=1, t=t, n=2, dk=dk, dv=dv, dtype=dtype)
+    fn = _kernel("gpu", 16, pad_v=pad_v)
+    _check(fn, inputs, h0, _packed(1, t, 4), dtype, grads=dtype == jnp.float32)
+    # The kernels really ran on V = dv: the state pass writes [.., dv] outputs.
+    text = str(jax.make_jaxpr(lambda *a: fn(*a, initial_state=h0))(*inputs))
+    assert f",{dv}]" in text.replace(" ", "") and f",{pc.next_pow2(dv)}]" not in text
+
+
+def test_padded_dim():
+    assert [pc.padded_dim(x) for x in (8, 48, 96, 192)] == [16, 64, 128, 256]
+    assert [pc.padded_dim(x, 64) for x in (8, 48, 96, 192, 200)] == [16, 64, 128, 192, 256]
+    assert [pc.padded_dim(x, 16) for x in (8, 40, 100)] == [16, 48, 112]
+    with pytest.raises(ValueError, match="pad_v must be 0 or a power of two"):
+        pc.padded_dim(192, 48)
+
+
 def test_rejects_bad_tiling():
     (q, k, v, g, beta), _ = make_inputs(1, b=1, t=20, n=1, dk=8, dv=8)
     with pytest.raises(ValueError, match="chunk_size must be 16, 32, 64 or 128"):
         gated_delta_rule_pallas_gpu(q, k, v, g, beta, chunk_size=48, interpret=True)
     with pytest.raises(ValueError, match="block_v must be a power of two"):
         gated_delta_rule_pallas_gpu(q, k, v, g, beta, block_v=48, interpret=True)
+    (q, k, v, g, beta), _ = make_inputs(1, b=1, t=20, n=1, dk=8, dv=48)
+    with pytest.raises(ValueError, match="block_v_wy=32 does not tile the padded value dim 48"):
+        gated_delta_rule_pallas_gpu(q, k, v, g, beta, pad_v=16, block_v_wy=32, interpret=True)
 
 
 # ------------------------------------------------------------- GPU, realistic shapes

@@ -77,6 +77,7 @@ class KernelConfig:
     num_stages_state: int = 2  # GPU: software-pipelining depth of the state passes
     block_v_grads: int = 0  # GPU: V-block of the gradient kernels (0: block_v)
     block_v_wy: int = 0  # GPU: V-block in which the wy kernel forms U (0: all of V)
+    pad_v: int = 0  # pad V to a multiple of this (0: to the next power of two, see padded_dim)
 
 
 def dot(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False,
@@ -296,6 +297,19 @@ def next_pow2(x: int) -> int:
     return max(16, 1 << (x - 1).bit_length())
 
 
+def padded_dim(x: int, multiple: int = 0) -> int:
+    """A head dim padded for the kernels: to the next power of two (>= 16) when
+    `multiple` is 0, else to a multiple of `multiple` (a power of two), never past the
+    next power of two. The kernels tile V by power-of-two blocks, so V need only be a
+    multiple of the widest block: the release's V = 192 in 64-wide blocks pads to 192,
+    not 256 (K is loaded whole and always takes the power of two)."""
+    if multiple == 0:
+        return next_pow2(x)
+    if multiple < 16 or multiple & (multiple - 1):
+        raise ValueError(f"pad_v must be 0 or a power of two >= 16, got {multiple}")
+    return min(next_pow2(x), -(-x // multiple) * multiple)
+
+
 class Prepared(NamedTuple):
     q: jax.Array
     k: jax.Array
@@ -306,13 +320,15 @@ class Prepared(NamedTuple):
     h0: jax.Array  # fp32
 
 
-def prepare(q, k, v, g, beta, initial_state, segment_ids, chunk: int) -> Prepared:
-    """Pad T to a multiple of `chunk` and the head dims to powers of two (>= 16) with
-    zeros (the state is then unchanged by the padding), and form gamma and rel."""
+def prepare(q, k, v, g, beta, initial_state, segment_ids, chunk: int,
+            pad_v: int = 0) -> Prepared:
+    """Pad T to a multiple of `chunk` and the head dims with zeros (K to a power of two
+    >= 16, V by `padded_dim(dv, pad_v)`; the state is then unchanged by the padding),
+    and form gamma and rel."""
     b, t, n, dk = q.shape
     dv = v.shape[-1]
     num_chunks = -(-t // chunk)
-    tp, dkp, dvp = num_chunks * chunk, next_pow2(dk), next_pow2(dv)
+    tp, dkp, dvp = num_chunks * chunk, next_pow2(dk), padded_dim(dv, pad_v)
 
     def pad(x, d_to=None):
         widths = [(0, 0), (0, tp - t)] + [(0, 0)] * (x.ndim - 2)
@@ -411,7 +427,7 @@ def run(backend: Backend, cfg: KernelConfig, q, k, v, g, beta, *, initial_state,
     """Check, prepare, run the kernels and crop back to [b, t, n, v] / [b, n, k, v]."""
     b, t, n, dk = q.shape
     dv = v.shape[-1]
-    prep = prepare(q, k, v, g, beta, initial_state, segment_ids, cfg.chunk)
+    prep = prepare(q, k, v, g, beta, initial_state, segment_ids, cfg.chunk, cfg.pad_v)
     args = tuple(prep)
     if to_layout is not None:
         args = to_layout(*args)

@@ -264,14 +264,17 @@ def widest_block_v(dtype) -> int:
     return 128 if dtype == jnp.bfloat16 else 64
 
 
-def default_block_v(dtype, batch_heads: int, dv: int) -> int:
+def default_block_v(dtype, batch_heads: int, dv: int, pad_v: int = 0) -> int:
     """The state passes' V-block: `widest_block_v`, halved to 64 when that would leave
     fewer programs than an H100 has SMs (132; the passes are sequential over chunks, so
     the grid is all the parallelism they have). Measured (H100, H=32, D=128, bf16,
-    forward): B=2 T=8192 1.36 ms at 64 vs 1.73 at 128; B=1 T=16384 1.95 vs 3.08."""
+    forward): B=2 T=8192 1.36 ms at 64 vs 1.73 at 128; B=1 T=16384 1.95 vs 3.08.
+    Never wider than `pad_v` when V is padded to its multiples."""
     widest = widest_block_v(dtype)
-    programs = batch_heads * -(-pc.next_pow2(dv) // widest)
-    return widest if programs >= 128 else 64
+    if pad_v:
+        widest = min(widest, pad_v)
+    programs = batch_heads * -(-pc.padded_dim(dv, pad_v) // widest)
+    return widest if programs >= 128 or widest <= 64 else 64
 
 
 def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
@@ -279,14 +282,21 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
     """The KernelConfig of one call on inputs already cast to `pc.compute_dtype`, with the
     V-block defaults filled in and checked."""
     dtype = q.dtype
+    pad_v = tuning.get("pad_v", 0)
+    dvp = pc.padded_dim(v.shape[-1], pad_v)  # checks pad_v
+    widest = min(widest_block_v(dtype), pad_v) if pad_v else widest_block_v(dtype)
     if block_v is None:
-        block_v = default_block_v(dtype, q.shape[0] * q.shape[2], v.shape[-1])
-    tuning.setdefault("block_v_grads", widest_block_v(dtype))
-    tuning.setdefault("block_v_wy", widest_block_v(dtype))
+        block_v = default_block_v(dtype, q.shape[0] * q.shape[2], v.shape[-1], pad_v)
+    tuning.setdefault("block_v_grads", widest)
+    tuning.setdefault("block_v_wy", widest)
     for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"]),
                         ("block_v_wy", tuning["block_v_wy"])):
         if width < 16 or width & (width - 1):
             raise ValueError(f"{name} must be a power of two >= 16, got {width}")
+        if min(width, dvp) != dvp and dvp % width:  # a wider block takes all of V
+            raise ValueError(f"{name}={width} does not tile the padded value dim {dvp} "
+                             f"(V = {v.shape[-1]}, pad_v={pad_v}): use a block that "
+                             f"divides it")
     return pc.make_config(q, v, scale=scale, chunk=chunk, interpret=interpret,
                           inv_precision=lax.Precision.DEFAULT, block_v=block_v, **tuning)
 
@@ -310,13 +320,15 @@ def gated_delta_rule_pallas_gpu(
 
     q, k, v: bfloat16 runs bf16 products with fp32 accumulation; any other dtype (or a
     mix) computes in float32. g, beta: any float dtype, taken as float32.
-    Head dims are zero-padded to powers of two (>= 16) and T to a multiple of the chunk.
+    Head dims are zero-padded to powers of two (>= 16; V to a multiple of `pad_v` if
+    given) and T to a multiple of the chunk.
     `block_v`: width of the V-blocks of the two state passes (their grid is V-blocks x
     heads x batch); default `default_block_v`.
     `tuning`: fields of `KernelConfig`: block_v_grads (the gradient kernels' V-block;
     default `widest_block_v`), block_v_wy (the V-block in which the wy kernel forms U;
-    default `widest_block_v`), num_warps, num_warps_state, num_warps_grads,
-    num_stages_state.
+    default `widest_block_v`), pad_v (pad V to a multiple of this rather than to a
+    power of two, e.g. 64: the release's 192 stays 192; the V-blocks default to at most
+    pad_v), num_warps, num_warps_state, num_warps_grads, num_stages_state.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
@@ -327,7 +339,7 @@ def gated_delta_rule_pallas_gpu(
                      block_v=block_v, **tuning)
     b, t, n, dk = q.shape
     chunks = -(-t // chunk_size)
-    states = b * n * chunks * pc.next_pow2(dk) * pc.next_pow2(v.shape[-1])
+    states = b * n * chunks * pc.next_pow2(dk) * pc.padded_dim(v.shape[-1], cfg.pad_v)
     if states >= 2**31:
         raise ValueError(f"Pallas GDN (GPU): the per-chunk states would hold {states} "
                          "elements, past the kernels' int32 indexing; split the batch")
