@@ -11,7 +11,9 @@
   test, hence the subprocess.
 - XLA:CPU's multi-threaded Eigen kernels are off: the test workers already use every
   core, and with them on, a computation now and then never finished (its pool wedged;
-  seen once in a full run, a worker asleep at 0% CPU waiting on a result).
+  seen once in a full run, a worker asleep at 0% CPU waiting on a result). With them
+  off it happened once more (2026-11-23, tests/convert/test_parity.py, the main thread
+  waiting on a result in `np.asarray`; the rerun passed).
 - A test stuck anyway is killed with its stacks printed and runs once more
   (pyproject.toml); child processes go through `processes.run`, which does the same for
   them. The run starts by printing the machine it had (CPUs, quota, memory, load).
@@ -71,7 +73,7 @@ def with_devices(n: int, request: pytest.FixtureRequest) -> bool:
                         f"--xla_force_host_platform_device_count={n}".strip()}
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-s",
            request.node.nodeid]
-    result = processes.run(cmd, env=env, timeout=780)
+    result = processes.run(cmd, env=env, timeout=380)
     if result.returncode != 0:
         pytest.fail(f"{request.node.nodeid} failed with {n} devices:\n"
                     f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}")

@@ -34,7 +34,7 @@ def test_probe_app_matches_the_library(tmp_path):
     run = processes.run(
         [sys.executable, "-m", "hybrid_jax.apps.probe", f"--checkpoints={','.join(specs)}",
          "--tokenizer=bytes", f"--out={out}", "--distances=8,16", "--per_distance=1"],
-        timeout=600)
+        timeout=380)
     assert run.returncode == 0, run.stderr[-3000:]
     got = pd.read_parquet(out / "probes.parquet")
     want = score_probes(make_probes(seed=0, distances=(8, 16), per_distance=1), score_fns)

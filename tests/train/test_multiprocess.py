@@ -28,7 +28,7 @@ def test_two_processes_train_and_one_process_continues(tmp_path):
     two = tmp_path / "two_processes"
     run = processes.run(
         [ROOT / "launch" / "local.sh", "-n", "2", "-l", tmp_path / "logs", "--",
-         *APP, f"--workdir={two}"], timeout=600)
+         *APP, f"--workdir={two}"], timeout=380)
     logs = "\n".join(p.read_text()[-3000:] for p in sorted((tmp_path / "logs").glob("*.log")))
     assert run.returncode == 0, f"{run.stderr[-2000:]}\n{logs}"
     assert "process 1 of 2, 1 local / 2 global devices" in logs
@@ -41,7 +41,7 @@ def test_two_processes_train_and_one_process_continues(tmp_path):
     one = tmp_path / "one_process"
     shutil.copytree(two, one, ignore=shutil.ignore_patterns("8", "final", "summary.json"))
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "NPROC": "4"}
-    resumed = processes.run([*APP, f"--workdir={one}"], env=env, timeout=600)
+    resumed = processes.run([*APP, f"--workdir={one}"], env=env, timeout=380)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from checkpoint 4" in resumed.stderr
     a, b = losses(two), losses(one)

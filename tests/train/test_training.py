@@ -68,7 +68,7 @@ def _run_app(config_args: list[str], workdir, env=None) -> subprocess.CompletedP
            "--config.eval.every=0", "--config.eval.tagger=none", "--config.eval.max_windows=4",
            "--config.mesh.devices=1", *config_args]
     env = {**os.environ, **(env or {})}
-    return processes.run(cmd, env=env, timeout=600)
+    return processes.run(cmd, env=env, timeout=380)
 
 
 def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
