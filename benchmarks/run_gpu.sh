@@ -11,15 +11,20 @@
 #   scoring    7B scoring, hybrid_jax vs transformers, both release shapes, and the ratio table
 #   train      training tokens/s and MFU, 60M..1B presets, the three architectures
 #   train_remat  the same for 370M and 1B with each block rematerialised
+#   gdn_release  GDN at the Olmo Hybrid 7B head shape (30 heads, K 96, V 192), T = 8192,
+#                Pallas default vs pad_v=64 (V padded to 192, not 256) vs fla
+#   scoring_b2   7B scoring as `scoring`, two 8192-token windows per call
+#   loss_chunk   1B transformer training step, full logits vs 256-position pieces
+#   gpu_tests    the kernel tests that run only on a GPU (GDN and attention, Triton)
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
 # the gdn stage (FLA_FLASH_QLA=0 is set here), transformers for the scoring stage.
 set -euo pipefail
 
-if [[ $# -lt 2 ]]; then sed -n '2,15p' "$0"; exit 2; fi
+if [[ $# -lt 2 ]]; then sed -n '2,20p' "$0"; exit 2; fi
 out=$1; shift
 for stage in "$@"; do
   case $stage in
-    compile|gdn|attention|scoring|train|train_remat) ;;
+    compile|gdn|attention|scoring|train|train_remat|gdn_release|scoring_b2|loss_chunk|gpu_tests) ;;
     *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
   esac
 done
@@ -51,5 +56,26 @@ for stage in "$@"; do
     train_remat)
       "$py" "$here/train_throughput.py" --sizes=370m,1b --remat \
         --out="$out/train_throughput_remat.json" ;;
+    gdn_release)
+      "$py" "$here/gdn.py" --heads=30 --head_dim=96 --value_dim=192 --tokens=16384 \
+        --seq_lens=8192 --impls=pallas,fla --sweep=' ;pad_v=64' \
+        --out="$out/gdn_release.json" ;;
+    scoring_b2)
+      for model in olmo3_7b olmo_hybrid_7b; do
+        for impl in jax hf; do
+          "$py" "$here/scoring.py" --impl=$impl --model=$model --batch=2 \
+            --out="$out/scoring_b2_${impl}_${model}.json" || echo "scoring $impl $model failed"
+        done
+      done
+      "$py" "$here/scoring.py" --report "$out"/scoring_b2_*.json ;;
+    loss_chunk)
+      for chunk in 0 256; do
+        "$py" "$here/train_throughput.py" --archs=transformer --sizes=1b \
+          --loss_chunk=$chunk --out="$out/train_loss_chunk_$chunk.json"
+      done ;;
+    gpu_tests)
+      (cd "$here/.." && "$py" -m pytest -q -p no:cacheprovider -o addopts="" \
+        tests/kernels/test_gdn_pallas.py tests/kernels/test_attention_pallas.py \
+        tests/kernels/test_attention.py) | tee "$out/gpu_tests.txt" ;;
   esac
 done
