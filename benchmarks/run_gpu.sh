@@ -8,12 +8,12 @@
 #   compile    compile seconds of the 7B scorers at depths 4 / 8 / 16 (abstract params)
 #   gdn        GDN kernels vs fla vs cuDNN attention, T = 2k..16k, plus a per-kernel breakdown
 #   attention  Pallas attention vs cuDNN vs XLA, T = 4k..32k, windows and segments
-#   scoring    7B scoring, hybrid_jax vs transformers, both release shapes, and the ratio table
+#   scoring    7B scoring, hybrid_jax vs transformers, both release shapes, one and two
+#              8192-token windows per call, and the ratio table
 #   train      training tokens/s and MFU, 60M..1B presets, the three architectures
 #   train_remat  the same for 370M and 1B with each block rematerialised
 #   gdn_release  GDN at the Olmo Hybrid 7B head shape (30 heads, K 96, V 192), T = 8192,
-#                Pallas default vs pad_v=64 (V padded to 192, not 256) vs fla
-#   scoring_b2   7B scoring as `scoring`, two 8192-token windows per call
+#                Pallas (V padded to 192, the default) vs pad_v=0 (to 256) vs fla
 #   loss_chunk   1B transformer training step, full logits vs 256-position pieces
 #   gpu_tests    the kernel tests on the compiled Triton kernels (GDN and attention)
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
@@ -24,7 +24,7 @@ if [[ $# -lt 2 ]]; then sed -n '2,20p' "$0"; exit 2; fi
 out=$1; shift
 for stage in "$@"; do
   case $stage in
-    compile|gdn|attention|scoring|train|train_remat|gdn_release|scoring_b2|loss_chunk|gpu_tests) ;;
+    compile|gdn|attention|scoring|train|train_remat|gdn_release|loss_chunk|gpu_tests) ;;
     *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +46,7 @@ for stage in "$@"; do
     scoring)
       for model in olmo3_7b olmo_hybrid_7b; do
         for impl in jax hf; do
-          "$py" "$here/scoring.py" --impl=$impl --model=$model \
+          "$py" "$here/scoring.py" --impl=$impl --model=$model --batch=1,2 \
             --out="$out/scoring_${impl}_${model}.json" || echo "scoring $impl $model failed"
         done
       done
@@ -58,16 +58,8 @@ for stage in "$@"; do
         --out="$out/train_throughput_remat.json" ;;
     gdn_release)
       "$py" "$here/gdn.py" --heads=30 --head_dim=96 --value_dim=192 --tokens=16384 \
-        --seq_lens=8192 --impls=pallas,fla --sweep=' ;pad_v=64' \
+        --seq_lens=8192 --impls=pallas,fla --sweep=' ;pad_v=0' \
         --out="$out/gdn_release.json" ;;
-    scoring_b2)
-      for model in olmo3_7b olmo_hybrid_7b; do
-        for impl in jax hf; do
-          "$py" "$here/scoring.py" --impl=$impl --model=$model --batch=2 \
-            --out="$out/scoring_b2_${impl}_${model}.json" || echo "scoring $impl $model failed"
-        done
-      done
-      "$py" "$here/scoring.py" --report "$out"/scoring_b2_*.json ;;
     loss_chunk)
       for chunk in 0 256; do
         "$py" "$here/train_throughput.py" --archs=transformer --sizes=1b \

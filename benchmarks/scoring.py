@@ -7,6 +7,9 @@ Run one implementation per process (JAX and torch each want the GPU's memory):
     python benchmarks/scoring.py --impl=hf --model=olmo3_7b --out=hf_olmo3.json
     python benchmarks/scoring.py --report jax_*.json hf_*.json     # ratio table
 
+`--batch=1,2` times each batch size (windows per call) on the same weights, one
+initialisation for all (a 7B random init takes a minute).
+
 hybrid_jax: `scoring.score.make_scorer` (hidden states, then the LM head in vocabulary
 slices with float32 log-sum-exp, loss + entropy + rank). transformers: the model's
 logits (bf16) and a float32 log-softmax gather of the targets, which is what scoring
@@ -21,12 +24,10 @@ import statistics
 import time
 
 
-def bench_jax(model: str, seq_len: int, batch: int, iters: int, gdn_impl: str) -> dict:
-    import jax
-    import numpy as np
+def bench_jax(model: str, seq_len: int, batches: list[int], iters: int,
+              gdn_impl: str) -> list[dict]:
     from flax import nnx
 
-    from hybrid_jax.data.batch import Batch
     from hybrid_jax.models.lm import LM
     from hybrid_jax.models.presets import RELEASES
     from hybrid_jax.scoring.score import make_scorer
@@ -39,6 +40,17 @@ def bench_jax(model: str, seq_len: int, batch: int, iters: int, gdn_impl: str) -
     init_s = time.perf_counter() - t0
     print(f"parameters initialised in {init_s:.1f} s", flush=True)
     scorer = make_scorer(graphdef, batch_sharding=batch_sharding(mesh))
+    return [_time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl)
+            for batch in batches]
+
+
+def _time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl):
+    import jax
+    import numpy as np
+
+    from hybrid_jax.data.batch import Batch
+    from hybrid_jax.sharding import batch_sharding
+
     rows = np.random.default_rng(0).integers(0, 100_000, (batch, seq_len + 1))
     data = jax.device_put(Batch.from_rows(rows), batch_sharding(mesh))
     # Compile and the first run timed apart: a slow first call is then one or the other.
@@ -59,6 +71,7 @@ def bench_jax(model: str, seq_len: int, batch: int, iters: int, gdn_impl: str) -
         jax.block_until_ready(compiled(params, data))
         times.append(time.perf_counter() - t0)
     dt = statistics.median(times)
+    print(f"batch {batch}: {batch * seq_len / dt:,.0f} tokens/s", flush=True)
     return {"impl": "hybrid_jax", "model": model, "seq_len": seq_len, "batch": batch,
             "window_s": dt, "tokens_per_s": batch * seq_len / dt, "init_s": init_s,
             "lower_s": lower_s, "compile_s": compile_s, "first_run_s": first_run_s,
@@ -93,9 +106,9 @@ def hf_config(model: str):
         tie_word_embeddings=False)
 
 
-def bench_hf(model: str, seq_len: int, batch: int, iters: int, attn: str) -> dict:
+def bench_hf(model: str, seq_len: int, batches: list[int], iters: int,
+             attn: str) -> list[dict]:
     import torch
-    import transformers
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
@@ -105,6 +118,13 @@ def bench_hf(model: str, seq_len: int, batch: int, iters: int, attn: str) -> dic
                                              attn_implementation=attn)
     m.eval()
     init_s = time.perf_counter() - t0
+    return [_time_hf(m, model, seq_len, batch, iters, init_s, attn) for batch in batches]
+
+
+def _time_hf(m, model, seq_len, batch, iters, init_s, attn):
+    import torch
+    import transformers
+
     ids = torch.randint(0, 100_000, (batch, seq_len + 1), device="cuda")
 
     @torch.no_grad()
@@ -123,6 +143,7 @@ def bench_hf(model: str, seq_len: int, batch: int, iters: int, attn: str) -> dic
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     dt = statistics.median(times)
+    print(f"batch {batch}: {batch * seq_len / dt:,.0f} tokens/s", flush=True)
     return {"impl": "transformers", "model": model, "seq_len": seq_len, "batch": batch,
             "window_s": dt, "tokens_per_s": batch * seq_len / dt, "init_s": init_s,
             "attn": attn, "transformers": transformers.__version__,
@@ -135,16 +156,18 @@ def report(files: list[str]) -> None:
         with open(f) as fh:
             r = json.load(fh)
         rows.extend(r if isinstance(r, list) else [r])
-    print(f"{'model':<16}{'impl':<14}{'tokens/s':>12}{'vs transformers':>18}")
-    for model in sorted({r["model"] for r in rows}):
-        hf = next((r for r in rows if r["model"] == model and r["impl"] == "transformers"
+    print(f"{'model':<16}{'batch':>6}  {'impl':<14}{'tokens/s':>12}{'vs transformers':>18}")
+    for model, batch in sorted({(r["model"], r.get("batch", 1)) for r in rows}):
+        group = [r for r in rows if r["model"] == model and r.get("batch", 1) == batch]
+        hf = next((r for r in group if r["impl"] == "transformers"
                    and "tokens_per_s" in r), None)
-        for r in (r for r in rows if r["model"] == model):
+        for r in group:
             if "tokens_per_s" not in r:
-                print(f"{model:<16}{r['impl']:<14} {r.get('error')}")
+                print(f"{model:<16}{batch:>6}  {r['impl']:<14} {r.get('error')}")
                 continue
             ratio = f"{r['tokens_per_s'] / hf['tokens_per_s']:.2f}x" if hf else "-"
-            print(f"{model:<16}{r['impl']:<14}{r['tokens_per_s']:>12,.0f}{ratio:>18}")
+            print(f"{model:<16}{batch:>6}  {r['impl']:<14}{r['tokens_per_s']:>12,.0f}"
+                  f"{ratio:>18}")
 
 
 def main() -> None:
@@ -152,7 +175,7 @@ def main() -> None:
     p.add_argument("--impl", choices=["jax", "hf"])
     p.add_argument("--model", default="olmo3_7b", choices=["olmo3_7b", "olmo_hybrid_7b"])
     p.add_argument("--seq_len", type=int, default=8192)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--batch", default="1", help="windows per call; a list times each")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--gdn_impl", default="auto")
     p.add_argument("--attn", default="sdpa", help="transformers attn_implementation")
@@ -162,14 +185,16 @@ def main() -> None:
     if args.report:
         report(args.report)
         return
+    batches = [int(x) for x in args.batch.split(",")]
     try:
         if args.impl == "jax":
-            r = bench_jax(args.model, args.seq_len, args.batch, args.iters, args.gdn_impl)
+            r = bench_jax(args.model, args.seq_len, batches, args.iters, args.gdn_impl)
         else:
-            r = bench_hf(args.model, args.seq_len, args.batch, args.iters, args.attn)
+            r = bench_hf(args.model, args.seq_len, batches, args.iters, args.attn)
     except Exception as e:  # keep the error in the results: a run that failed is a result
-        r = {"impl": "hybrid_jax" if args.impl == "jax" else "transformers",
-             "model": args.model, "error": f"{type(e).__name__}: {e}"[:400]}
+        r = [{"impl": "hybrid_jax" if args.impl == "jax" else "transformers",
+              "model": args.model, "batch": batches[0],
+              "error": f"{type(e).__name__}: {e}"[:400]}]
     print(json.dumps(r, indent=2))
     with open(args.out, "w") as f:
         json.dump(r, f, indent=2)

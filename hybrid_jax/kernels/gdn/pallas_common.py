@@ -21,9 +21,14 @@ open before the chunk (0 = continues it):
 Document resets are these masks: no gate is ever set to -inf, so (with g <= 0) every
 exponent is <= 0 and finite. The triangular inverse is exact block algebra
 (`unit_lower_inverse`: block doubling, 2 (log2 C - 1) products of C x C on fp32 values;
-no series), at HIGHEST precision for fp32 inputs and, for bf16 inputs, tf32 on GPU (as
-fla) and HIGHEST on TPU. The large products take the input dtype (bf16 operands, fp32
-accumulation), like fla; fp32 inputs run every product at HIGHEST (no tf32).
+no series), at the fp32 precision (below) for fp32 inputs and, for bf16 inputs, tf32 on
+GPU (as fla) and HIGHEST on TPU. The large products take the input dtype (bf16
+operands, fp32 accumulation), like fla. fp32 inputs run every product at the backend's
+fp32 precision: HIGHEST on TPU and in interpret mode; on a compiled GPU kernel 3xTF32
+(`DotAlgorithmPreset.TF32_TF32_F32_X3`, three tf32 tensor-core products, fp32-level
+error), because Triton's IEEE fp32 dot is a scalar FMA loop: on an H100 one such kernel
+took 69.5 s to compile (benchmarks/gdn_compile_time.py) and the GPU tests' fp32 cases
+minutes each.
 
 The custom_vjp (`make_core`) saves, besides the inputs, what the forward already formed
 and the backward would otherwise recompute: W, P and A (the `wy` kernel writes A only
@@ -60,7 +65,7 @@ class KernelConfig:
     """Static choices shared by every kernel of one call (hashable: keys the core cache).
 
     mm_dtype: operand dtype of the large products (the input dtype; fp32 or bf16).
-    mm_precision: their precision (HIGHEST for fp32 inputs: no tf32 on GPU).
+    mm_precision: their precision (for fp32 inputs the backend's `fp32_precision`).
     inv_precision: precision of the fp32 products inside the triangular inverse.
     """
 
@@ -361,8 +366,11 @@ def compute_dtype(*xs: jax.Array) -> Any:
 
 def make_config(q: jax.Array, v: jax.Array, *, scale: float | None, chunk: int,
                 interpret: bool, inv_precision: Any, block_v: int,
+                fp32_precision: Any = lax.Precision.HIGHEST,
                 **gpu_tuning: int) -> KernelConfig:
-    """Kernel config for inputs q, v (dtype policy in KernelConfig's docstring)."""
+    """Kernel config for inputs q, v (dtype policy in the module docstring):
+    `inv_precision` for the inverse's products on bf16 inputs, `fp32_precision` for
+    every product on fp32 inputs."""
     if chunk not in (16, 32, 64, 128):
         raise ValueError(f"chunk_size must be 16, 32, 64 or 128 for the Pallas GDN "
                          f"kernels, got {chunk}")
@@ -372,8 +380,8 @@ def make_config(q: jax.Array, v: jax.Array, *, scale: float | None, chunk: int,
     exact = q.dtype == jnp.float32
     return KernelConfig(
         chunk=chunk, scale=default_scale(q.shape[-1], scale), mm_dtype=q.dtype,
-        mm_precision=lax.Precision.HIGHEST if exact else None,
-        inv_precision=lax.Precision.HIGHEST if exact else inv_precision,
+        mm_precision=fp32_precision if exact else None,
+        inv_precision=fp32_precision if exact else inv_precision,
         interpret=interpret, block_v=block_v, **gpu_tuning)
 
 

@@ -277,12 +277,21 @@ def default_block_v(dtype, batch_heads: int, dv: int, pad_v: int = 0) -> int:
     return widest if programs >= 128 or widest <= 64 else 64
 
 
+def default_pad_v(dv: int) -> int:
+    """64 where padding V to a multiple of 64 is shorter than the next power of two
+    (the release's V = 192 stays 192 instead of 256), else 0 (the power of two).
+    Measured (H100, bf16, H=30, K=96, V=192): forward 1.328 -> 1.190 ms at B2 T4096
+    and 2.299 -> 1.802 ms at B4 T4096; forward + backward 3.61 -> 3.16 and 6.13 ->
+    5.33 ms (benchmarks/results/h100_gdn_release.json)."""
+    return 64 if pc.padded_dim(dv, 64) < pc.next_pow2(dv) else 0
+
+
 def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
                block_v: int | None, **tuning: int) -> pc.KernelConfig:
     """The KernelConfig of one call on inputs already cast to `pc.compute_dtype`, with the
     V-block defaults filled in and checked."""
     dtype = q.dtype
-    pad_v = tuning.get("pad_v", 0)
+    pad_v = tuning.setdefault("pad_v", default_pad_v(v.shape[-1]))
     dvp = pc.padded_dim(v.shape[-1], pad_v)  # checks pad_v
     widest = min(widest_block_v(dtype), pad_v) if pad_v else widest_block_v(dtype)
     if block_v is None:
@@ -297,8 +306,12 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
             raise ValueError(f"{name}={width} does not tile the padded value dim {dvp} "
                              f"(V = {v.shape[-1]}, pad_v={pad_v}): use a block that "
                              f"divides it")
+    # fp32 inputs: 3xTF32 on the compiled kernels (see pallas_common's docstring); the
+    # interpreter runs XLA:CPU, where HIGHEST is exact fp32.
+    fp32 = lax.Precision.HIGHEST if interpret else lax.DotAlgorithmPreset.TF32_TF32_F32_X3
     return pc.make_config(q, v, scale=scale, chunk=chunk, interpret=interpret,
-                          inv_precision=lax.Precision.DEFAULT, block_v=block_v, **tuning)
+                          inv_precision=lax.Precision.DEFAULT, fp32_precision=fp32,
+                          block_v=block_v, **tuning)
 
 
 def gated_delta_rule_pallas_gpu(
@@ -319,16 +332,17 @@ def gated_delta_rule_pallas_gpu(
     """Gated delta rule through the Triton kernels; contract of `reference.py`.
 
     q, k, v: bfloat16 runs bf16 products with fp32 accumulation; any other dtype (or a
-    mix) computes in float32. g, beta: any float dtype, taken as float32.
-    Head dims are zero-padded to powers of two (>= 16; V to a multiple of `pad_v` if
-    given) and T to a multiple of the chunk.
+    mix) computes in float32 (3xTF32 products). g, beta: any float dtype, taken as
+    float32. Head dims are zero-padded to powers of two (>= 16; V to a multiple of
+    `pad_v`, by default `default_pad_v`) and T to a multiple of the chunk.
     `block_v`: width of the V-blocks of the two state passes (their grid is V-blocks x
     heads x batch); default `default_block_v`.
     `tuning`: fields of `KernelConfig`: block_v_grads (the gradient kernels' V-block;
     default `widest_block_v`), block_v_wy (the V-block in which the wy kernel forms U;
     default `widest_block_v`), pad_v (pad V to a multiple of this rather than to a
     power of two, e.g. 64: the release's 192 stays 192; the V-blocks default to at most
-    pad_v), num_warps, num_warps_state, num_warps_grads, num_stages_state.
+    pad_v; 0: the power of two), num_warps, num_warps_state, num_warps_grads,
+    num_stages_state.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
