@@ -296,6 +296,9 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
     widest = min(widest_block_v(dtype), pad_v) if pad_v else widest_block_v(dtype)
     if block_v is None:
         block_v = default_block_v(dtype, q.shape[0] * q.shape[2], v.shape[-1], pad_v)
+    # fp32 tiles on 3xTF32 products: two pipelined stages of the reverse pass's loads
+    # asked for 290 KB of shared memory at K = 128 (an H100 has 227 KB).
+    tuning.setdefault("num_stages_state", 1 if dtype == jnp.float32 else 2)
     tuning.setdefault("block_v_grads", widest)
     tuning.setdefault("block_v_wy", widest)
     for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"]),
