@@ -245,3 +245,50 @@ def test_gpu_stress_finite():
             q, k, v, g, beta, h0)
         for x in (*out, *grads):
             assert np.isfinite(np.asarray(x, np.float32)).all()
+
+
+# ------------------------------------------------- WY inverse on sub-blocks (GPU option)
+def test_wy_blocks_equal_the_whole_chunk_inverse():
+    """pc.wy_blocks' A_ij assemble to (I + M)^-1 of the whole chunk, docs included."""
+    c, sb, dk = 64, 16, 32
+    rng = np.random.default_rng(0)
+    k = rng.normal(size=(c, dk)) / np.sqrt(dk)
+    beta = rng.uniform(0, 2, c)
+    gamma = np.cumsum(rng.uniform(-0.3, 0, c))
+    rel = np.cumsum(rng.random(c) < 0.05).astype(np.float32)  # a few documents start
+    cfg = pc.KernelConfig(chunk=c, scale=1.0, mm_dtype=jnp.float32,
+                          mm_precision=jax.lax.Precision.HIGHEST,
+                          inv_precision=jax.lax.Precision.HIGHEST, interpret=True, block_v=16)
+    as32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    dec = pc.decays(as32(gamma), as32(rel))
+    _, _, a_whole = pc._kkt_and_inverse(as32(k), as32(beta), dec, cfg)
+    blk = pc.wy_blocks(lambda i: tuple(as32(x[i * sb:(i + 1) * sb])
+                                       for x in (k, beta, gamma, rel)), c // sb, cfg)
+    a = np.zeros((c, c))
+    for (i, j), a_ij in blk.a.items():
+        a[i * sb:(i + 1) * sb, j * sb:(j + 1) * sb] = a_ij
+    np.testing.assert_allclose(a, np.asarray(a_whole), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(blk.d_in), np.asarray(dec.d_in), atol=1e-6)
+    # and A really inverts I + M (M from the dense path's definition)
+    m = np.tril(beta[:, None] * (k @ k.T) * np.asarray(dec.gam), -1)
+    np.testing.assert_allclose(a @ (np.eye(c) + m), np.eye(c), atol=1e-5)
+
+
+@pytest.mark.parametrize("t,chunk,wy_block,dtype,packed", [
+    (100, 64, 16, jnp.float32, True),  # four sub-blocks; docs; T not a multiple of 64
+    (64, 32, 16, jnp.float32, False),  # two sub-blocks
+    (70, 64, 32, jnp.bfloat16, True),
+])
+def test_interpret_wy_block_forward_and_grads(t, chunk, wy_block, dtype, packed):
+    inputs, h0 = make_inputs(t + wy_block, b=1, t=t, n=2, dk=16, dv=32, dtype=dtype)
+    seg = _packed(1, t, t) if packed else None
+    fn = _kernel("gpu", chunk, wy_block=wy_block, block_v=16, block_v_grads=16,
+                 block_v_wy=16)
+    _check(fn, inputs, h0, seg, dtype)
+
+
+def test_wy_block_is_checked():
+    (q, k, v, g, beta), _ = make_inputs(1, b=1, t=20, n=1, dk=8, dv=8)
+    with pytest.raises(ValueError, match="wy_block must be 0 or a power of two"):
+        gated_delta_rule_pallas_gpu(q, k, v, g, beta, chunk_size=32, wy_block=64,
+                                    interpret=True)

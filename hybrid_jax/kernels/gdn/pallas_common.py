@@ -83,6 +83,7 @@ class KernelConfig:
     block_v_grads: int = 0  # GPU: V-block of the gradient kernels (0: block_v)
     block_v_wy: int = 0  # GPU: V-block in which the wy kernel forms U (0: all of V)
     pad_v: int = 0  # pad V to a multiple of this (0: to the next power of two, see padded_dim)
+    wy_block: int = 0  # GPU: form A in sub-blocks of this many rows (`wy_blocks`; 0: whole chunk)
 
 
 def dot(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False,
@@ -161,6 +162,12 @@ def _kkt_and_inverse(k: jax.Array, beta: jax.Array, dec: Decays, cfg: KernelConf
     return kk, strict, unit_lower_inverse(m, cfg.inv_precision)
 
 
+def chunk_scores(q: jax.Array, k: jax.Array, dec: Decays, cfg: KernelConfig) -> jax.Array:
+    """P = scale (Q K^T) Gam [C, C] of one chunk, fp32."""
+    qk = dot(q, k, tb=True, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
+    return cfg.scale * qk * dec.gam
+
+
 def wy_forward(q: jax.Array, k: jax.Array, beta: jax.Array, dec: Decays,
                cfg: KernelConfig):
     """W [C, K], P [C, C] and A [C, C] of one chunk, fp32 (the caller stores A only
@@ -169,14 +176,75 @@ def wy_forward(q: jax.Array, k: jax.Array, beta: jax.Array, dec: Decays,
     _, _, a = _kkt_and_inverse(k, beta, dec, cfg)
     xw = k.astype(F32) * (beta * dec.d_in)[:, None]
     w = dot(a, xw, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
-    qk = dot(q, k, tb=True, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
-    return w, cfg.scale * qk * dec.gam, a
+    return w, chunk_scores(q, k, dec, cfg), a
 
 
 def wy_values(a: jax.Array, v: jax.Array, beta: jax.Array, cfg: KernelConfig) -> jax.Array:
     """U = A (beta V) [C, BV] of one chunk on a V-block v [C, BV], fp32."""
     return dot(a, v.astype(F32) * beta[:, None], dtype=cfg.mm_dtype,
                precision=cfg.mm_precision)
+
+
+class WyBlocks(NamedTuple):
+    """A = (I + M)^-1 of one chunk in S x S sub-blocks (see `wy_blocks`)."""
+
+    k: list[jax.Array]  # [S, K] rows of each sub-block, input dtype
+    beta: list[jax.Array]  # [S] fp32
+    d_in: list[jax.Array]  # [S] fp32
+    a: dict[tuple[int, int], jax.Array]  # (i, j), i >= j -> A_ij [S, S] fp32
+
+
+def wy_blocks(load: Callable[[int], tuple[jax.Array, ...]], num_blocks: int,
+              cfg: KernelConfig) -> WyBlocks:
+    """A = (I + M)^-1 of one chunk, formed on S x S sub-blocks instead of C x C tiles.
+
+    `load(i)` returns (k [S, K], beta [S], gamma [S], rel [S]) of sub-block i (rows
+    i S .. (i + 1) S of the chunk; gamma and rel as for `decays`). M's ten lower blocks
+    (C = 4 S) are products S x K x S; each diagonal block is inverted by
+    `unit_lower_inverse` on S x S; below the diagonal, A_ij = -A_ii sum_{j <= l < i}
+    M_il A_lj (block forward substitution on the identity). Same algebra as
+    `_kkt_and_inverse`, a fraction of its products: at C = 64, S = 16 the inverse takes
+    6 x 4 + 16 products of 16 x 16 x 16 instead of 10 of 64 x 64 x 64, and M skips the
+    upper blocks. (fla's fused kkt / solve kernel works on 16 x 16 blocks for the same
+    reason.)
+    """
+    mm, prec, inv_prec = cfg.mm_dtype, cfg.mm_precision, cfg.inv_precision
+    ks, betas, gammas, rels = (list(x) for x in zip(*(load(i) for i in range(num_blocks))))
+    s_len = ks[0].shape[0]
+    strict = _strict(s_len)
+    m = {}
+    for i in range(num_blocks):
+        for j in range(i + 1):
+            kk = dot(ks[i], ks[j], tb=True, dtype=mm, precision=prec)
+            keep = rels[i][:, None] == rels[j][None, :]
+            if i == j:
+                keep = keep & strict
+            diff = gammas[i][:, None] - gammas[j][None, :]
+            m[i, j] = jnp.where(keep, betas[i][:, None] * kk * jnp.exp(jnp.where(keep, diff, 0.0)),
+                                0.0)
+    a = {(i, i): unit_lower_inverse(m[i, i], inv_prec) for i in range(num_blocks)}
+    for i in range(1, num_blocks):
+        for j in range(i):
+            for mid in range(j, i):
+                term = dot(m[i, mid], a[mid, j], precision=inv_prec)
+                acc = term if mid == j else acc + term
+            a[i, j] = -dot(a[i, i], acc, precision=inv_prec)
+    d_in = [jnp.where(rel == 0.0, jnp.exp(jnp.where(rel == 0.0, gamma, 0.0)), 0.0)
+            for gamma, rel in zip(gammas, rels)]
+    return WyBlocks(ks, betas, d_in, a)
+
+
+def apply_blocks(a: dict[tuple[int, int], jax.Array], rhs: list[jax.Array],
+                 cfg: KernelConfig) -> list[jax.Array]:
+    """A X on sub-blocks: row block i of the result is sum_{j <= i} A_ij X_j (fp32),
+    products in the input dtype like `wy_values`."""
+    out = []
+    for i in range(len(rhs)):
+        acc = dot(a[i, 0], rhs[0], dtype=cfg.mm_dtype, precision=cfg.mm_precision)
+        for j in range(1, i + 1):
+            acc += dot(a[i, j], rhs[j], dtype=cfg.mm_dtype, precision=cfg.mm_precision)
+        out.append(acc)
+    return out
 
 
 def state_forward(q, k, w, u, p, dec: Decays, s: jax.Array, cfg: KernelConfig):

@@ -103,6 +103,9 @@ class _Triton:
 
         def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, u_ref,
                           p_ref, *a_ref):
+            if cfg.wy_block:
+                return wy_by_blocks(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref,
+                                    w_ref, u_ref, p_ref, *a_ref)
             ci, h, bi = _ids()
             rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
@@ -116,6 +119,40 @@ class _Triton:
                 cols = pl.ds(j * bu, bu)
                 u = pc.wy_values(a, v_ref[bi, rows, h, cols], beta, cfg)
                 u_ref[bi, rows, h, cols] = u.astype(u_ref.dtype)
+
+        def wy_by_blocks(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, u_ref,
+                         p_ref, *a_ref):
+            """The same outputs with A in wy_block-row sub-blocks (`pc.wy_blocks`)."""
+            ci, h, bi = _ids()
+            sb = cfg.wy_block
+            nb = c // sb
+
+            def sub(i):  # rows of sub-block i of this chunk
+                return pl.ds(pl.multiple_of(ci * c + i * sb, sb), sb)
+
+            rows = _rows(ci, c)
+            _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
+            p = pc.chunk_scores(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], dec, cfg)
+            p_ref[bi, rows, h, :] = p.astype(p_ref.dtype)
+            blk = pc.wy_blocks(lambda i: (k_ref[bi, sub(i), h, :], beta_ref[bi, sub(i), h],
+                                          gamma_ref[bi, sub(i), h], rel_ref[bi, sub(i)]),
+                               nb, cfg)
+            xs = [kb.astype(F32) * (bb * db)[:, None]
+                  for kb, bb, db in zip(blk.k, blk.beta, blk.d_in)]
+            for i, w in enumerate(pc.apply_blocks(blk.a, xs, cfg)):
+                w_ref[bi, sub(i), h, :] = w.astype(w_ref.dtype)
+            if save:
+                zero = jnp.zeros((sb, sb), a_ref[0].dtype)
+                for i in range(nb):
+                    for j in range(nb):
+                        a_ij = blk.a[i, j].astype(a_ref[0].dtype) if j <= i else zero
+                        a_ref[0][bi, sub(i), h, pl.ds(j * sb, sb)] = a_ij
+            for j in range(dv // bu):
+                cols = pl.ds(j * bu, bu)
+                ys = [v_ref[bi, sub(i), h, cols].astype(F32) * blk.beta[i][:, None]
+                      for i in range(nb)]
+                for i, u in enumerate(pc.apply_blocks(blk.a, ys, cfg)):
+                    u_ref[bi, sub(i), h, cols] = u.astype(u_ref.dtype)
 
         mm = cfg.mm_dtype
         shapes = [jax.ShapeDtypeStruct((b, t, n, dk), mm),
@@ -299,6 +336,10 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
     # fp32 tiles on 3xTF32 products: two pipelined stages of the reverse pass's loads
     # asked for 290 KB of shared memory at K = 128 (an H100 has 227 KB).
     tuning.setdefault("num_stages_state", 1 if dtype == jnp.float32 else 2)
+    wy_block = tuning.get("wy_block", 0)
+    if wy_block and (wy_block < 16 or wy_block & (wy_block - 1) or wy_block > chunk):
+        raise ValueError(f"wy_block must be 0 or a power of two from 16 to the chunk size "
+                         f"({chunk}), got {wy_block}")
     tuning.setdefault("block_v_grads", widest)
     tuning.setdefault("block_v_wy", widest)
     for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"]),
@@ -344,8 +385,9 @@ def gated_delta_rule_pallas_gpu(
     default `widest_block_v`), block_v_wy (the V-block in which the wy kernel forms U;
     default `widest_block_v`), pad_v (pad V to a multiple of this rather than to a
     power of two, e.g. 64: the release's 192 stays 192; the V-blocks default to at most
-    pad_v; 0: the power of two), num_warps, num_warps_state, num_warps_grads,
-    num_stages_state.
+    pad_v; 0: the power of two), wy_block (form the WY inverse on sub-blocks of this
+    many rows, e.g. 16, instead of whole chunks: `pallas_common.wy_blocks`), num_warps,
+    num_warps_state, num_warps_grads, num_stages_state.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
