@@ -14,6 +14,9 @@
 #   train_remat  the same for 370M and 1B with each block rematerialised
 #   gdn_release  GDN at the Olmo Hybrid 7B head shape (30 heads, K 96, V 192), T = 8192,
 #                Pallas (V padded to 192, the default) vs pad_v=0 (to 256) vs fla
+#   gdn_wy       GDN with the WY inverse on sub-blocks (wy_block=16 / 32) vs the default
+#                and fla: B4 T4096 H32 D128 (with the per-kernel breakdown) and the
+#                release heads at B1 T8192 (the scorer's shape)
 #   loss_chunk   1B transformer training step, full logits vs 256-position pieces
 #   gpu_tests    the kernel tests on the compiled Triton kernels (GDN and attention)
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
@@ -24,7 +27,7 @@ if [[ $# -lt 2 ]]; then sed -n '2,20p' "$0"; exit 2; fi
 out=$1; shift
 for stage in "$@"; do
   case $stage in
-    compile|gdn|attention|scoring|train|train_remat|gdn_release|loss_chunk|gpu_tests) ;;
+    compile|gdn|attention|scoring|train|train_remat|gdn_release|gdn_wy|loss_chunk|gpu_tests) ;;
     *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +63,13 @@ for stage in "$@"; do
       "$py" "$here/gdn.py" --heads=30 --head_dim=96 --value_dim=192 --tokens=16384 \
         --seq_lens=8192 --impls=pallas,fla --sweep=' ;pad_v=0' \
         --out="$out/gdn_release.json" ;;
+    gdn_wy)
+      "$py" "$here/gdn.py" --impls=pallas,fla --seq_lens=4096 \
+        --sweep=' ;wy_block=16;wy_block=32' --breakdown=' ;wy_block=16' \
+        --out="$out/gdn_wy.json"
+      "$py" "$here/gdn.py" --heads=30 --head_dim=96 --value_dim=192 --tokens=8192 \
+        --seq_lens=8192 --impls=pallas,fla --sweep=' ;wy_block=16;wy_block=32' \
+        --out="$out/gdn_wy_release.json" ;;
     loss_chunk)
       for chunk in 0 256; do
         "$py" "$here/train_throughput.py" --archs=transformer --sizes=1b \
