@@ -12,8 +12,13 @@
 - XLA:CPU's multi-threaded Eigen kernels are off: the test workers already use every
   core, and with them on, a computation now and then never finished (its pool wedged;
   seen once in a full run, a worker asleep at 0% CPU waiting on a result). With them
-  off it happened once more (2026-11-23, tests/convert/test_parity.py, the main thread
-  waiting on a result in `np.asarray`; the rerun passed).
+  off it happened twice more (2026-11-23, both times
+  tests/convert/test_parity.py::test_hybrid_nope_negative_eigenvalues_two_chunks, the
+  main thread waiting on a result in `np.asarray` of an eagerly run layer; the reruns
+  passed). That matches jax-ml/jax#25861 (XLA:CPU's asynchronous dispatch now and then
+  never completes a computation; turning it off cures its reproducer), so tests run with
+  `jax_cpu_enable_async_dispatch` off (set here, before the CPU client exists; test
+  subprocesses load this file too).
 - A test stuck anyway is killed with its stacks printed and runs once more
   (pyproject.toml); child processes go through `processes.run`, which does the same for
   them. The run starts by printing the machine it had (CPUs, quota, memory, load).
@@ -35,6 +40,7 @@ import pytest  # noqa: E402
 from . import processes  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
+jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
