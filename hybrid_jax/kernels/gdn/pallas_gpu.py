@@ -17,6 +17,10 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 dtype, then U on V-blocks of `block_v_wy`, so that no [C, V] fp32 tile
                 is live beside W and P (offline sm_90a compile, bf16: spills 108 B ->
                 0 at K = V = 128 and 408 B -> 0 at the release's padded 128 / 256).
+                With `wy_block` (opt-in, untimed on a GPU so far) the inverse is
+                formed on 16- or 32-row sub-blocks (`pallas_common.wy_blocks`): ten
+                64 x 64 x 64 tf32 products per chunk, most of this kernel's
+                tensor-core work, become a few dozen 16 x 16 ones.
     state_fwd   grid (V-block, head, batch); loops over the chunks carrying the fp32
                 state block S [K, BV] in registers; writes O and the final state, and,
                 under differentiation only, the states entering each chunk
