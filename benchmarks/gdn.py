@@ -159,10 +159,8 @@ def bench_cudnn_attention(b, t, h, d):
     return {"fwd": time_jax(fwd, q, k, v), "fwd+bwd": time_jax(fwd_bwd, q, k, v)}
 
 
-def bench_fla(b, t, h, d, dv):
+def _fla_inputs(b, t, h, d, dv):
     import torch
-    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
-    from triton.testing import do_bench
 
     dev = "cuda"
     q = torch.nn.functional.normalize(torch.randn(b, t, h, d, device=dev), dim=-1).bfloat16()
@@ -170,6 +168,14 @@ def bench_fla(b, t, h, d, dv):
     v = torch.randn(b, t, h, dv, device=dev, dtype=torch.bfloat16)
     g = torch.nn.functional.logsigmoid(torch.randn(b, t, h, device=dev))
     beta = torch.randn(b, t, h, device=dev).sigmoid().bfloat16()
+    return q, k, v, g, beta
+
+
+def bench_fla(b, t, h, d, dv):
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+    from triton.testing import do_bench
+
+    q, k, v, g, beta = _fla_inputs(b, t, h, d, dv)
     out = {"fwd": do_bench(lambda: chunk_gated_delta_rule(q, k, v, g, beta), return_mode="median")}
     leaves = [x.requires_grad_() for x in (q, k, v, g, beta)]
 
@@ -182,6 +188,39 @@ def bench_fla(b, t, h, d, dv):
     except RuntimeError as e:  # fla refuses its backward on Hopper with Triton < 3.7.1
         out["fwd+bwd"] = f"refused: {str(e).splitlines()[0][:160]}"
     return out
+
+
+def fla_breakdown(b, t, h, d, dv) -> dict:
+    """fla's forward stages, each timed alone (ms), beside `breakdown`'s Pallas kernels:
+    the gate's chunk cumsum, the intra-chunk WY stage (K K^T, the inverse, W and U), the
+    state pass (per-chunk states and V') and the output kernel (parallel over chunks).
+    Reaches into fla 0.6.0's internal functions; an API change is reported, not fatal."""
+    try:
+        from fla.ops.common.chunk_delta_h import chunk_gated_delta_rule_fwd_h
+        from fla.ops.common.chunk_o import chunk_fwd_o
+        from fla.ops.gated_delta_rule.chunk_fwd import chunk_gated_delta_rule_fwd_intra
+        from fla.ops.utils import chunk_local_cumsum
+        from fla.ops.utils.constant import RCP_LN2
+        from triton.testing import do_bench
+
+        q, k, v, g, beta = _fla_inputs(b, t, h, d, dv)
+        gc = chunk_local_cumsum(g, chunk_size=64, scale=RCP_LN2)
+        w, u, _ = chunk_gated_delta_rule_fwd_intra(k=k, v=v, g=gc, beta=beta, chunk_size=64)
+        states, v_new, _ = chunk_gated_delta_rule_fwd_h(k=k, w=w, u=u, g=gc, chunk_size=64)
+        stages = {
+            "cumsum": lambda: chunk_local_cumsum(g, chunk_size=64, scale=RCP_LN2),
+            "wy": lambda: chunk_gated_delta_rule_fwd_intra(k=k, v=v, g=gc, beta=beta,
+                                                           chunk_size=64),
+            "state_fwd": lambda: chunk_gated_delta_rule_fwd_h(k=k, w=w, u=u, g=gc,
+                                                              chunk_size=64),
+            "output": lambda: chunk_fwd_o(q=q, k=k, v=v_new, h=states, g=gc,
+                                          scale=d ** -0.5, chunk_size=64),
+        }
+        row = {name: do_bench(fn, return_mode="median") for name, fn in stages.items()}
+    except Exception as e:  # fla missing or its internals moved: say so, go on
+        row = {"failed": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
+    print(f"fla breakdown B={b} T={t} H={h} D={d} Dv={dv} " + json.dumps(row), flush=True)
+    return row
 
 
 def main() -> None:
@@ -199,7 +238,8 @@ def main() -> None:
                              "main table, e.g. 'block_v=64;block_v=32,num_warps_state=4'")
     parser.add_argument("--breakdown", default="",
                         help="time each Pallas kernel alone at T=4096 for these variants "
-                             "(syntax of --sweep; '' for the defaults only: pass ' ')")
+                             "(syntax of --sweep; '' for the defaults only: pass ' '), and "
+                             "fla's forward stages too when fla is among --impls")
     parser.add_argument("--interpret", action="store_true",
                         help="run the Pallas kernels in the interpreter (CPU smoke test)")
     args = parser.parse_args()
@@ -210,6 +250,8 @@ def main() -> None:
     results = []
     b4 = max(1, args.tokens // 4096)
     breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d, dv) if args.breakdown else []
+    fla_stages = (fla_breakdown(b4, 4096, h, d, dv)
+                  if args.breakdown and "fla" in args.impls.split(",") else {})
     sweep_rows = sweep(args.sweep, b4, 4096, h, d, dv) if args.sweep else []
     for t in (int(x) for x in args.seq_lens.split(",") if x):
         b = max(1, args.tokens // t)
@@ -230,7 +272,8 @@ def main() -> None:
     with open(args.out, "w") as f:
         json.dump({"device": str(jax.devices()[0]), "jax": jax.__version__,
                    "results": results, "pallas_sweep": sweep_rows,
-                   "pallas_breakdown": breakdown_rows}, f, indent=2)
+                   "pallas_breakdown": breakdown_rows, "fla_breakdown": fla_stages}, f,
+                  indent=2)
     print(f"wrote {args.out}")
 
 
