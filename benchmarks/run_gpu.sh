@@ -15,8 +15,8 @@
 #   gdn_release  GDN at the Olmo Hybrid 7B head shape (30 heads, K 96, V 192), T = 8192,
 #                Pallas (V padded to 192, the default) vs pad_v=0 (to 256) vs fla
 #   gdn_wy       GDN with the WY inverse on sub-blocks (wy_block=16 / 32) vs the default
-#                and fla: B4 T4096 H32 D128 (with the per-kernel breakdown) and the
-#                release heads at B1 T8192 (the scorer's shape)
+#                and fla: B4 T4096 H32 D128 (with the per-kernel breakdowns, ours and
+#                fla's) and the release heads at B1 (the scorer's shape; plus V-block 32)
 #   loss_chunk   1B transformer training step, full logits vs 256-position pieces
 #   gpu_tests    the kernel tests on the compiled Triton kernels (GDN and attention)
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
@@ -67,8 +67,11 @@ for stage in "$@"; do
       "$py" "$here/gdn.py" --impls=pallas,fla --seq_lens=4096 \
         --sweep=' ;wy_block=16;wy_block=32' --breakdown=' ;wy_block=16' \
         --out="$out/gdn_wy.json"
-      "$py" "$here/gdn.py" --heads=30 --head_dim=96 --value_dim=192 --tokens=8192 \
-        --seq_lens=8192 --impls=pallas,fla --sweep=' ;wy_block=16;wy_block=32' \
+      # the scorer's shape: B1, 30 heads x 3 V-blocks = 90 programs for 132 SMs at the
+      # default V-block 64; 32-wide blocks double the programs
+      "$py" "$here/gdn.py" --heads=30 --head_dim=96 --value_dim=192 --tokens=4096 \
+        --seq_lens=8192 --impls=pallas,fla \
+        --sweep=' ;wy_block=16;block_v=32;block_v=32,num_warps_state=4;wy_block=16,block_v=32' \
         --out="$out/gdn_wy_release.json" ;;
     loss_chunk)
       for chunk in 0 256; do
