@@ -26,6 +26,7 @@ from hybrid_jax.kernels.gdn import (
 )
 from hybrid_jax.kernels.gdn import pallas_common as pc
 from hybrid_jax.kernels.gdn.dispatch import PALLAS_INTERPRET_ENV
+from hybrid_jax.kernels.gdn.pallas_gpu import default_pad_v, gpu_config
 from hybrid_jax.kernels.impl import GdnImpl
 from tests.kernels.test_gdn import make_inputs
 
@@ -292,3 +293,19 @@ def test_wy_block_is_checked():
     with pytest.raises(ValueError, match="wy_block must be 0 or a power of two"):
         gated_delta_rule_pallas_gpu(q, k, v, g, beta, chunk_size=32, wy_block=64,
                                     interpret=True)
+
+
+def test_gpu_defaults_pad_v_and_fp32_policy():
+    """V is padded to a multiple of 64 only where that is shorter than the power of two;
+    fp32 inputs compile to 3xTF32 at one pipeline stage (the interpreter: HIGHEST)."""
+    assert [default_pad_v(x) for x in (16, 48, 64, 96, 128, 192, 256, 320)] == \
+        [0, 0, 0, 0, 0, 64, 0, 64]
+    (q, k, v, _, _), _ = make_inputs(1, b=1, t=64, n=2, dk=96, dv=192)
+    for interpret, precision in ((True, jax.lax.Precision.HIGHEST),
+                                 (False, jax.lax.DotAlgorithmPreset.TF32_TF32_F32_X3)):
+        cfg = gpu_config(q, k, v, scale=None, chunk=64, interpret=interpret, block_v=None)
+        assert (cfg.pad_v, cfg.num_stages_state) == (64, 1)
+        assert cfg.mm_precision == cfg.inv_precision == precision
+    bf16 = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+    cfg = gpu_config(*bf16, scale=None, chunk=64, interpret=False, block_v=None, pad_v=0)
+    assert (cfg.pad_v, cfg.num_stages_state, cfg.mm_precision) == (0, 2, None)
