@@ -83,7 +83,7 @@ class KernelConfig:
     block_v_grads: int = 0  # GPU: V-block of the gradient kernels (0: block_v)
     block_v_wy: int = 0  # GPU: V-block in which the wy kernel forms U (0: all of V)
     pad_v: int = 0  # pad V to a multiple of this (0: to the next power of two, see padded_dim)
-    wy_block: int = 0  # GPU: form A in sub-blocks of this many rows (`wy_blocks`; 0: whole chunk)
+    wy_block: int = 0  # GPU: form A on sub-blocks of this many rows (`blocked_inverse`; 0: no)
 
 
 def dot(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False,
@@ -169,11 +169,12 @@ def chunk_scores(q: jax.Array, k: jax.Array, dec: Decays, cfg: KernelConfig) -> 
 
 
 def wy_forward(q: jax.Array, k: jax.Array, beta: jax.Array, dec: Decays,
-               cfg: KernelConfig):
+               cfg: KernelConfig, a: jax.Array | None = None):
     """W [C, K], P [C, C] and A [C, C] of one chunk, fp32 (the caller stores A only
     under differentiation); U comes from `wy_values`, on as much of V as the caller
-    holds at once."""
-    _, _, a = _kkt_and_inverse(k, beta, dec, cfg)
+    holds at once. `a`: A if the caller formed it already (`blocked_inverse`)."""
+    if a is None:
+        _, _, a = _kkt_and_inverse(k, beta, dec, cfg)
     xw = k.astype(F32) * (beta * dec.d_in)[:, None]
     w = dot(a, xw, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
     return w, chunk_scores(q, k, dec, cfg), a
@@ -185,33 +186,23 @@ def wy_values(a: jax.Array, v: jax.Array, beta: jax.Array, cfg: KernelConfig) ->
                precision=cfg.mm_precision)
 
 
-class WyBlocks(NamedTuple):
-    """A = (I + M)^-1 of one chunk in S x S sub-blocks (see `wy_blocks`)."""
-
-    k: list[jax.Array]  # [S, K] rows of each sub-block, input dtype
-    beta: list[jax.Array]  # [S] fp32
-    d_in: list[jax.Array]  # [S] fp32
-    a: dict[tuple[int, int], jax.Array]  # (i, j), i >= j -> A_ij [S, S] fp32
-
-
-def wy_blocks(load: Callable[[int], tuple[jax.Array, ...]], num_blocks: int,
-              cfg: KernelConfig) -> WyBlocks:
-    """A = (I + M)^-1 of one chunk, formed on S x S sub-blocks instead of C x C tiles.
+def blocked_inverse(load: Callable[[int], tuple[jax.Array, ...]], num_blocks: int,
+                    cfg: KernelConfig) -> jax.Array:
+    """A = (I + M)^-1 [C, C] of one chunk, formed on S x S sub-blocks (C = num_blocks S)
+    instead of C x C tiles; the same matrix as `_kkt_and_inverse`'s.
 
     `load(i)` returns (k [S, K], beta [S], gamma [S], rel [S]) of sub-block i (rows
-    i S .. (i + 1) S of the chunk; gamma and rel as for `decays`). M's ten lower blocks
-    (C = 4 S) are products S x K x S; each diagonal block is inverted by
-    `unit_lower_inverse` on S x S; below the diagonal, A_ij = -A_ii sum_{j <= l < i}
-    M_il A_lj (block forward substitution on the identity). Same algebra as
-    `_kkt_and_inverse`, a fraction of its products: at C = 64, S = 16 the inverse takes
-    6 x 4 + 16 products of 16 x 16 x 16 instead of 10 of 64 x 64 x 64, and M skips the
-    upper blocks. (fla's fused kkt / solve kernel works on 16 x 16 blocks for the same
-    reason.)
+    i S .. (i + 1) S of the chunk; gamma and rel as for `decays`). M's lower blocks are
+    products S x K x S (the upper ones are never formed); each diagonal block is inverted
+    by `unit_lower_inverse` on S x S; below the diagonal, A_ij = -A_ii sum_{j <= m < i}
+    M_im A_mj (block forward substitution on the identity); the blocks are then put
+    together into one tile for the dense products that follow. At C = 64, S = 16 the
+    inverse takes 6 x 4 + 16 products of 16 x 16 x 16 instead of 10 of 64 x 64 x 64.
+    (fla's fused kkt / solve kernel works on 16 x 16 blocks for the same reason.)
     """
     mm, prec, inv_prec = cfg.mm_dtype, cfg.mm_precision, cfg.inv_precision
     ks, betas, gammas, rels = (list(x) for x in zip(*(load(i) for i in range(num_blocks))))
-    s_len = ks[0].shape[0]
-    strict = _strict(s_len)
+    strict = _strict(ks[0].shape[0])
     m = {}
     for i in range(num_blocks):
         for j in range(i + 1):
@@ -225,26 +216,39 @@ def wy_blocks(load: Callable[[int], tuple[jax.Array, ...]], num_blocks: int,
     a = {(i, i): unit_lower_inverse(m[i, i], inv_prec) for i in range(num_blocks)}
     for i in range(1, num_blocks):
         for j in range(i):
-            for mid in range(j, i):
-                term = dot(m[i, mid], a[mid, j], precision=inv_prec)
-                acc = term if mid == j else acc + term
+            acc = dot(m[i, j], a[j, j], precision=inv_prec)
+            for mid in range(j + 1, i):
+                acc += dot(m[i, mid], a[mid, j], precision=inv_prec)
             a[i, j] = -dot(a[i, i], acc, precision=inv_prec)
-    d_in = [jnp.where(rel == 0.0, jnp.exp(jnp.where(rel == 0.0, gamma, 0.0)), 0.0)
-            for gamma, rel in zip(gammas, rels)]
-    return WyBlocks(ks, betas, d_in, a)
+    return assemble_blocks(a, num_blocks)
 
 
-def apply_blocks(a: dict[tuple[int, int], jax.Array], rhs: list[jax.Array],
-                 cfg: KernelConfig) -> list[jax.Array]:
-    """A X on sub-blocks: row block i of the result is sum_{j <= i} A_ij X_j (fp32),
-    products in the input dtype like `wy_values`."""
-    out = []
-    for i in range(len(rhs)):
-        acc = dot(a[i, 0], rhs[0], dtype=cfg.mm_dtype, precision=cfg.mm_precision)
-        for j in range(1, i + 1):
-            acc += dot(a[i, j], rhs[j], dtype=cfg.mm_dtype, precision=cfg.mm_precision)
-        out.append(acc)
-    return out
+def _cat_cols(x: jax.Array, y: jax.Array) -> jax.Array:
+    """[r, c] and [r, c] side by side -> [r, 2c], in the ops Pallas' Triton lowering has
+    (a two-way stack on the last axis, a transpose, a reshape)."""
+    r, c = x.shape
+    return jnp.swapaxes(jnp.stack([x, y], axis=-1), 1, 2).reshape(r, 2 * c)
+
+
+def _cat_rows(x: jax.Array, y: jax.Array) -> jax.Array:
+    return _cat_cols(x.T, y.T).T
+
+
+def assemble_blocks(a: dict[tuple[int, int], jax.Array], num_blocks: int) -> jax.Array:
+    """The [C, C] matrix of lower blocks a[i, j] (i >= j; zeros above), by pairwise
+    concatenation (num_blocks a power of two)."""
+    zero = jnp.zeros_like(a[0, 0])
+
+    def tile(rows: range, cols: range) -> jax.Array:
+        if len(cols) > 1:
+            half = len(cols) // 2
+            return _cat_cols(tile(rows, cols[:half]), tile(rows, cols[half:]))
+        if len(rows) > 1:
+            half = len(rows) // 2
+            return _cat_rows(tile(rows[:half], cols), tile(rows[half:], cols))
+        return a[rows[0], cols[0]] if cols[0] <= rows[0] else zero
+
+    return tile(range(num_blocks), range(num_blocks))
 
 
 def state_forward(q, k, w, u, p, dec: Decays, s: jax.Array, cfg: KernelConfig):

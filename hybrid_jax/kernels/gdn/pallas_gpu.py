@@ -18,8 +18,8 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 is live beside W and P (offline sm_90a compile, bf16: spills 108 B ->
                 0 at K = V = 128 and 408 B -> 0 at the release's padded 128 / 256).
                 With `wy_block` (opt-in, untimed on a GPU so far) the inverse is
-                formed on 16- or 32-row sub-blocks (`pallas_common.wy_blocks`): ten
-                64 x 64 x 64 tf32 products per chunk, most of this kernel's
+                formed on 16- or 32-row sub-blocks (`pallas_common.blocked_inverse`):
+                ten 64 x 64 x 64 tf32 products per chunk, most of this kernel's
                 tensor-core work, become a few dozen 16 x 16 ones.
     state_fwd   grid (V-block, head, batch); loops over the chunks carrying the fp32
                 state block S [K, BV] in registers; writes O and the final state, and,
@@ -107,14 +107,21 @@ class _Triton:
 
         def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, u_ref,
                           p_ref, *a_ref):
-            if cfg.wy_block:
-                return wy_by_blocks(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref,
-                                    w_ref, u_ref, p_ref, *a_ref)
             ci, h, bi = _ids()
             rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
+            a = None
+            if cfg.wy_block:  # A on sub-blocks of wy_block rows, loaded piece by piece
+                sb = cfg.wy_block
+
+                def sub(i):
+                    r = pl.ds(pl.multiple_of(ci * c + i * sb, sb), sb)
+                    return (k_ref[bi, r, h, :], beta_ref[bi, r, h], gamma_ref[bi, r, h],
+                            rel_ref[bi, r])
+
+                a = pc.blocked_inverse(sub, c // sb, cfg)
             w, p, a = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], beta, dec,
-                                    cfg)
+                                    cfg, a=a)
             w_ref[bi, rows, h, :] = w.astype(w_ref.dtype)
             p_ref[bi, rows, h, :] = p.astype(p_ref.dtype)
             if save:
@@ -124,39 +131,6 @@ class _Triton:
                 u = pc.wy_values(a, v_ref[bi, rows, h, cols], beta, cfg)
                 u_ref[bi, rows, h, cols] = u.astype(u_ref.dtype)
 
-        def wy_by_blocks(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, u_ref,
-                         p_ref, *a_ref):
-            """The same outputs with A in wy_block-row sub-blocks (`pc.wy_blocks`)."""
-            ci, h, bi = _ids()
-            sb = cfg.wy_block
-            nb = c // sb
-
-            def sub(i):  # rows of sub-block i of this chunk
-                return pl.ds(pl.multiple_of(ci * c + i * sb, sb), sb)
-
-            rows = _rows(ci, c)
-            _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
-            p = pc.chunk_scores(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], dec, cfg)
-            p_ref[bi, rows, h, :] = p.astype(p_ref.dtype)
-            blk = pc.wy_blocks(lambda i: (k_ref[bi, sub(i), h, :], beta_ref[bi, sub(i), h],
-                                          gamma_ref[bi, sub(i), h], rel_ref[bi, sub(i)]),
-                               nb, cfg)
-            xs = [kb.astype(F32) * (bb * db)[:, None]
-                  for kb, bb, db in zip(blk.k, blk.beta, blk.d_in)]
-            for i, w in enumerate(pc.apply_blocks(blk.a, xs, cfg)):
-                w_ref[bi, sub(i), h, :] = w.astype(w_ref.dtype)
-            if save:
-                zero = jnp.zeros((sb, sb), a_ref[0].dtype)
-                for i in range(nb):
-                    for j in range(nb):
-                        a_ij = blk.a[i, j].astype(a_ref[0].dtype) if j <= i else zero
-                        a_ref[0][bi, sub(i), h, pl.ds(j * sb, sb)] = a_ij
-            for j in range(dv // bu):
-                cols = pl.ds(j * bu, bu)
-                ys = [v_ref[bi, sub(i), h, cols].astype(F32) * blk.beta[i][:, None]
-                      for i in range(nb)]
-                for i, u in enumerate(pc.apply_blocks(blk.a, ys, cfg)):
-                    u_ref[bi, sub(i), h, cols] = u.astype(u_ref.dtype)
 
         mm = cfg.mm_dtype
         shapes = [jax.ShapeDtypeStruct((b, t, n, dk), mm),
@@ -390,7 +364,7 @@ def gated_delta_rule_pallas_gpu(
     default `widest_block_v`), pad_v (pad V to a multiple of this rather than to a
     power of two, e.g. 64: the release's 192 stays 192; the V-blocks default to at most
     pad_v; 0: the power of two), wy_block (form the WY inverse on sub-blocks of this
-    many rows, e.g. 16, instead of whole chunks: `pallas_common.wy_blocks`), num_warps,
+    many rows, e.g. 16, instead of whole chunks: `pallas_common.blocked_inverse`), num_warps,
     num_warps_state, num_warps_grads, num_stages_state.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
