@@ -131,7 +131,6 @@ class _Triton:
                 u = pc.wy_values(a, v_ref[bi, rows, h, cols], beta, cfg)
                 u_ref[bi, rows, h, cols] = u.astype(u_ref.dtype)
 
-
         mm = cfg.mm_dtype
         shapes = [jax.ShapeDtypeStruct((b, t, n, dk), mm),
                   jax.ShapeDtypeStruct((b, t, n, dv), mm),
