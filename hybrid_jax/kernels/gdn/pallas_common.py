@@ -105,6 +105,11 @@ class Decays(NamedTuple):
     last: jax.Array  # [C] bool, the last position of the chunk
 
 
+def masked_exp(keep: jax.Array, x: jax.Array) -> jax.Array:
+    """exp(x) where `keep`, else 0, never evaluating exp outside `keep` (no inf * 0)."""
+    return jnp.where(keep, jnp.exp(jnp.where(keep, x, 0.0)), 0.0)
+
+
 def decays(gamma: jax.Array, rel: jax.Array) -> Decays:
     """Decay factors from the chunk-local cumsum `gamma` [C] and relative doc index `rel`."""
     c_len = gamma.shape[0]
@@ -115,11 +120,11 @@ def decays(gamma: jax.Array, rel: jax.Array) -> Decays:
     rel_last = jnp.sum(jnp.where(last, rel, 0.0))
     keep = (i >= j) & (rel[:, None] == rel[None, :])
     diff = gamma[:, None] - gamma[None, :]
-    gam = jnp.where(keep, jnp.exp(jnp.where(keep, diff, 0.0)), 0.0)
+    gam = masked_exp(keep, diff)
     alive = rel == 0.0
-    d_in = jnp.where(alive, jnp.exp(jnp.where(alive, gamma, 0.0)), 0.0)
+    d_in = masked_exp(alive, gamma)
     reach = rel == rel_last
-    e_out = jnp.where(reach, jnp.exp(jnp.where(reach, gamma_last - gamma, 0.0)), 0.0)
+    e_out = masked_exp(reach, gamma_last - gamma)
     c = jnp.where(rel_last == 0.0, jnp.exp(gamma_last), 0.0)
     return Decays(gam, d_in, e_out, c, last)
 
@@ -211,8 +216,7 @@ def blocked_inverse(load: Callable[[int], tuple[jax.Array, ...]], num_blocks: in
             if i == j:
                 keep = keep & strict
             diff = gammas[i][:, None] - gammas[j][None, :]
-            m[i, j] = jnp.where(keep, betas[i][:, None] * kk * jnp.exp(jnp.where(keep, diff, 0.0)),
-                                0.0)
+            m[i, j] = betas[i][:, None] * kk * masked_exp(keep, diff)
     a = {(i, i): unit_lower_inverse(m[i, i], inv_prec) for i in range(num_blocks)}
     for i in range(1, num_blocks):
         for j in range(i):
