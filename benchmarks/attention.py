@@ -25,33 +25,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import time_jax  # benchmarks/ is on sys.path when run as a script
 
 from hybrid_jax.kernels.attention.pallas_gpu import BlockSizes, flash_attention
 from hybrid_jax.kernels.attention.reference import attention_reference
 
 XLA_MEMORY_LIMIT = 60e9  # bytes of logits-sized buffers we let the XLA reference try
-
-
-def time_ms(fn: Callable, *args, iters: int, repeats: int = 5) -> float:
-    """Median over `repeats` of the mean time (ms) of `iters` back-to-back calls."""
-    for _ in range(2):
-        jax.block_until_ready(fn(*args))
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = None
-        for _ in range(iters):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        runs.append((time.perf_counter() - t0) / iters)
-    return 1e3 * statistics.median(runs)
 
 
 def documents(b: int, t: int, kind: str, seed: int = 0) -> np.ndarray | None:
@@ -141,7 +125,7 @@ def run_grid(args: argparse.Namespace) -> list[dict]:
                         flops = fwd_flops * (1.0 if mode == "fwd" else 3.5)
                         try:
                             iters = max(3, min(50, int(2e13 / flops)))
-                            ms = time_ms(fn, *fn_args, iters=iters)
+                            ms = time_jax(fn, *fn_args, iters=iters)
                             rec.update(ms=ms, tflops=flops / ms / 1e9, flops=flops)
                         except Exception as e:  # OOM or a compile failure: record it
                             rec["error"] = f"{type(e).__name__}: {str(e)[:300]}"
@@ -173,7 +157,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
         fwd, _ = make_fns("pallas", None, None, blocks)
         rec = dict(kind="fwd", block_q=bq, block_k=bk, num_warps=warps, num_stages=stages)
         try:
-            ms = time_ms(fwd, q, k, v, iters=20)
+            ms = time_jax(fwd, q, k, v, iters=20)
             rec.update(ms=ms, tflops=fwd_flops / ms / 1e9)
         except Exception as e:
             rec["error"] = f"{type(e).__name__}: {str(e)[:300]}"
@@ -189,7 +173,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
         rec = dict(kind="fwd+bwd", **{f.name: getattr(blocks, f.name)
                                       for f in dataclasses.fields(blocks)})
         try:
-            ms = time_ms(fwd_bwd, q, k, v, do, iters=10)
+            ms = time_jax(fwd_bwd, q, k, v, do, iters=10)
             rec.update(ms=ms, tflops=3.5 * fwd_flops / ms / 1e9)
         except Exception as e:
             rec["error"] = f"{type(e).__name__}: {str(e)[:300]}"

@@ -21,14 +21,13 @@ import argparse
 import functools
 import json
 import os
-import statistics
-import time
 
 os.environ.setdefault("FLA_FLASH_QLA", "0")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from timing import time_jax, time_torch  # noqa: E402  (benchmarks/ is on sys.path as a script)
 
 from hybrid_jax.kernels.gdn import (  # noqa: E402
     gated_delta_rule,
@@ -39,18 +38,6 @@ from hybrid_jax.kernels.gdn.pallas_gpu import _BACKEND as be  # noqa: E402
 from hybrid_jax.kernels.gdn.pallas_gpu import gpu_config  # noqa: E402
 
 INTERPRET = False  # --interpret: Pallas interpreter, to smoke-test this script on CPU
-
-
-def time_jax(fn, *args, iters: int = 20) -> float:
-    """Median wall time (ms) of a jitted function after two warm-up calls."""
-    for _ in range(2):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def gdn_inputs(b, t, h, d, dv, seed=0):
@@ -106,8 +93,8 @@ def breakdown(spec: str, b, t, h, d, dv) -> list[dict]:
     """Time each Pallas kernel alone (ms) at one shape, per variant of `spec` (as --sweep):
     the forward's wy and state passes (plain, and saving the backward's residuals), the
     reverse state pass and the gradient kernels. Tells which kernel to go after. Each
-    part is its own jitted call: the times include a launch (~0.05 ms) and, for
-    `prepare`, copies of q, k, v that the fused program does not make."""
+    part is its own jitted call (timed as in timing.py); `prepare` includes copies of
+    q, k, v that the fused program does not make."""
     q, k, v, g, beta = gdn_inputs(b, t, h, d, dv)
     rows = []
     for variant in spec.split(";"):
@@ -176,7 +163,10 @@ def bench_fla(b, t, h, d, dv):
     from triton.testing import do_bench
 
     q, k, v, g, beta = _fla_inputs(b, t, h, d, dv)
-    out = {"fwd": do_bench(lambda: chunk_gated_delta_rule(q, k, v, g, beta), return_mode="median")}
+    fwd = lambda: chunk_gated_delta_rule(q, k, v, g, beta)  # noqa: E731
+    # the ratio tables use `fwd` (timing.py's method, as ours); `fwd_do_bench` is Triton's
+    # own per-call CUDA-event timing, the method behind the anchors' fla numbers
+    out = {"fwd": time_torch(fwd), "fwd_do_bench": do_bench(fwd, return_mode="median")}
     leaves = [x.requires_grad_() for x in (q, k, v, g, beta)]
 
     def fwd_bwd():
@@ -184,7 +174,7 @@ def bench_fla(b, t, h, d, dv):
         o.float().sum().backward()
 
     try:
-        out["fwd+bwd"] = do_bench(fwd_bwd, return_mode="median")
+        out["fwd+bwd"] = time_torch(fwd_bwd)
     except RuntimeError as e:  # fla refuses its backward on Hopper with Triton < 3.7.1
         out["fwd+bwd"] = f"refused: {str(e).splitlines()[0][:160]}"
     return out
@@ -201,8 +191,6 @@ def fla_breakdown(b, t, h, d, dv) -> dict:
         from fla.ops.gated_delta_rule.chunk_fwd import chunk_gated_delta_rule_fwd_intra
         from fla.ops.utils import chunk_local_cumsum
         from fla.ops.utils.constant import RCP_LN2
-        from triton.testing import do_bench
-
         q, k, v, g, beta = _fla_inputs(b, t, h, d, dv)
         gc = chunk_local_cumsum(g, chunk_size=64, scale=RCP_LN2)
         w, u, _ = chunk_gated_delta_rule_fwd_intra(k=k, v=v, g=gc, beta=beta, chunk_size=64)
@@ -216,7 +204,7 @@ def fla_breakdown(b, t, h, d, dv) -> dict:
             "output": lambda: chunk_fwd_o(q=q, k=k, v=v_new, h=states, g=gc,
                                           scale=d ** -0.5, chunk_size=64),
         }
-        row = {name: do_bench(fn, return_mode="median") for name, fn in stages.items()}
+        row = {name: time_torch(fn) for name, fn in stages.items()}
     except Exception as e:  # fla missing or its internals moved: say so, go on
         row = {"failed": f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"}
     print(f"fla breakdown B={b} T={t} H={h} D={d} Dv={dv} " + json.dumps(row), flush=True)
@@ -234,8 +222,10 @@ def main() -> None:
     parser.add_argument("--impls", default="xla,pallas,fla,cudnn_attn")
     parser.add_argument("--out", default="gdn_benchmark.json")
     parser.add_argument("--sweep", default="",
-                        help="Pallas variants timed at T=4096 (B = tokens / T) before the "
-                             "main table, e.g. 'block_v=64;block_v=32,num_warps_state=4'")
+                        help="Pallas variants timed at T=--sweep_seq_len (B = tokens / T) "
+                             "before the main table, e.g. "
+                             "'block_v=64;block_v=32,num_warps_state=4'")
+    parser.add_argument("--sweep_seq_len", type=int, default=4096)
     parser.add_argument("--breakdown", default="",
                         help="time each Pallas kernel alone at T=4096 for these variants "
                              "(syntax of --sweep; '' for the defaults only: pass ' '), and "
@@ -252,7 +242,9 @@ def main() -> None:
     breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d, dv) if args.breakdown else []
     fla_stages = (fla_breakdown(b4, 4096, h, d, dv)
                   if args.breakdown and "fla" in args.impls.split(",") else {})
-    sweep_rows = sweep(args.sweep, b4, 4096, h, d, dv) if args.sweep else []
+    t_sw = args.sweep_seq_len
+    sweep_rows = (sweep(args.sweep, max(1, args.tokens // t_sw), t_sw, h, d, dv)
+                  if args.sweep else [])
     for t in (int(x) for x in args.seq_lens.split(",") if x):
         b = max(1, args.tokens // t)
         row = {"b": b, "t": t, "h": h, "d": d, "dv": dv, "device": str(jax.devices()[0])}
@@ -322,6 +314,8 @@ def print_row(row, impls) -> None:
             ratio = f" ({base[mode] / ms:5.2f}x xla)" if base and isinstance(
                 base.get(mode), float) else ""
             cells.append(f"{mode} {ms:8.3f} ms {tokens / ms / 1e3:7.2f} Mtok/s{ratio}")
+        if isinstance(r.get("fwd_do_bench"), float):
+            cells.append(f"fwd by do_bench {r['fwd_do_bench']:.3f} ms")
         print(f"  {impl:<11} " + " | ".join(cells))
 
 
