@@ -26,7 +26,7 @@ from hybrid_jax.kernels.gdn import (
 )
 from hybrid_jax.kernels.gdn import pallas_common as pc
 from hybrid_jax.kernels.gdn.dispatch import PALLAS_INTERPRET_ENV
-from hybrid_jax.kernels.gdn.pallas_gpu import default_pad_v, gpu_config
+from hybrid_jax.kernels.gdn.pallas_gpu import default_block_v, default_pad_v, gpu_config
 from hybrid_jax.kernels.impl import GdnImpl
 from tests.kernels.test_gdn import make_inputs
 
@@ -233,8 +233,24 @@ def test_gpu_realistic(dtype, dk, dv, packed):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
-def test_gpu_stress_finite():
-    fn = _kernel("gpu", 64)
+@pytest.mark.parametrize("wy_block,dtype,dk,dv", [
+    (16, jnp.bfloat16, 128, 128),
+    (32, jnp.bfloat16, 96, 192),
+    (16, jnp.float32, 64, 64),
+])
+def test_gpu_wy_block(wy_block, dtype, dk, dv):
+    b, t, n = 2, 1000, 4
+    inputs, h0 = make_inputs(dk + dv + wy_block, b=b, t=t, n=n, dk=dk, dv=dv, dtype=dtype)
+    errors = _check(_kernel("gpu", 64, wy_block=wy_block), inputs, h0, _packed(b, t, 2),
+                    dtype)
+    print(f"gpu wy_block={wy_block} {jnp.dtype(dtype).name} dk={dk} dv={dv}: "
+          + " ".join(f"{key}={err:.2e}" for key, err in errors.items()))
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
+@pytest.mark.parametrize("wy_block", [0, 16])
+def test_gpu_stress_finite(wy_block):
+    fn = _kernel("gpu", 64, wy_block=wy_block)
     for g_range, beta_lo, beta_hi in (((-1e-6, -1e-7), 1.99, 2.0), ((-20.0, -19.0), 0.0, 2.0)):
         (q, k, v, g, _), h0 = make_inputs(9, b=1, t=300, n=4, dk=128, dv=128,
                                           g_range=g_range, dtype=jnp.bfloat16)
@@ -307,3 +323,21 @@ def test_gpu_defaults_pad_v_and_fp32_policy():
     bf16 = [x.astype(jnp.bfloat16) for x in (q, k, v)]
     cfg = gpu_config(*bf16, scale=None, chunk=64, interpret=False, block_v=None, pad_v=0)
     assert (cfg.pad_v, cfg.num_stages_state, cfg.mm_precision) == (0, 2, None)
+
+
+def test_gpu_default_v_blocks():
+    """State passes: 64-wide V-blocks, 32 (bf16) where 64 leaves < 128 programs; gradient
+    kernels: 64; never wider than the (padded) V; 4 warps in the state passes for bf16."""
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    assert default_block_v(bf16, 128, 0, 4 * 32) == 64  # 256 programs
+    assert default_block_v(bf16, 128, 0, 2 * 32) == 64  # 128
+    assert default_block_v(bf16, 128, 0, 1 * 32) == 32  # 64 at 64 wide
+    assert default_block_v(bf16, 192, 64, 1 * 30) == 32  # the release at B=1: 90
+    assert default_block_v(bf16, 192, 64, 2 * 30) == 64  # 180
+    assert default_block_v(f32, 128, 0, 1) == 64  # fp32: not halved
+    assert default_block_v(bf16, 32, 0, 1) == default_block_v(bf16, 32) == 32  # V itself
+    assert default_block_v(bf16, 128) == default_block_v(f32, 256) == 64  # gradients
+    (q, k, v, _, _), _ = make_inputs(1, b=1, t=64, n=2, dk=64, dv=128, dtype=bf16)
+    cfg = gpu_config(q, k, v, scale=None, chunk=64, interpret=False, block_v=None)
+    assert (cfg.block_v, cfg.block_v_grads, cfg.block_v_wy, cfg.num_warps_state) == \
+        (32, 64, 128, 4)

@@ -36,14 +36,15 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 bf16, at the release's padded 128 / 256: spills 412 / 532 B -> 104 /
                 212 B; at 128 / 128 grads_wy 260 -> 132 B).
 
-V-blocks (`default_block_v`): the gradient kernels walk V in blocks of 128 for bf16
-inputs (64 for fp32, whose wider tiles overflow shared memory at 128); the state passes
-use the same, halved to 64 when batch x heads leaves fewer programs than SMs. Measured
-on an H100 (B=4, T=4096, H=32, K=V=128, bf16), 128 beat 64 in the kernels that walk V
-(state pass 0.66 vs 0.76 ms, reverse pass 0.76 vs 0.87, gradients 2.85 vs 4.27 before
-V' was saved), and 32 was slower still. Writing O from a separate kernel parallel over
-chunks (fla's split) was slower (state pass 1.03 ms vs 0.78 at BV = 64): the per-chunk
-states it must write are twice the size of the inputs.
+V-blocks (`default_block_v`): the state passes and the gradient kernels walk V in blocks
+of 64, the state passes (bf16) in 32 where batch x heads leaves fewer than 128 programs
+at 64; the state passes run 4 warps for bf16. Measured on an H100 (one run, timing.py's
+method; numbers in `default_block_v`): against the former defaults (128 wide, or 64
+where programs were few; 8 warps), forward 1.000 -> 0.970 ms at B=4 T=4096 H=32
+K=V=128, 1.697 -> 1.361 at B=1 T=16384, and the gradient kernels 2.02 -> 1.80 ms.
+Writing O from a separate kernel parallel over chunks (fla's split) was slower (state
+pass 1.03 ms vs 0.78 at BV = 64): the per-chunk states it must write are twice the size
+of the inputs.
 
 Memory plan: see pallas_common.py (residuals W, P, A, V', per-chunk states).
 XLA does the O(t) glue: padding, the chunk-local cumsum of g (and, by autodiff, the
@@ -274,21 +275,38 @@ _BACKEND = _Triton()
 
 
 def widest_block_v(dtype) -> int:
-    """128 for bf16; 64 for fp32, whose 128-wide tiles overflow an H100's shared memory."""
+    """128 for bf16; 64 for fp32, whose 128-wide tiles overflow an H100's shared memory.
+    The wy kernel forms U in V-blocks this wide."""
     return 128 if dtype == jnp.bfloat16 else 64
 
 
-def default_block_v(dtype, batch_heads: int, dv: int, pad_v: int = 0) -> int:
-    """The state passes' V-block: `widest_block_v`, halved to 64 when that would leave
-    fewer programs than an H100 has SMs (132; the passes are sequential over chunks, so
-    the grid is all the parallelism they have). Measured (H100, H=32, D=128, bf16,
-    forward): B=2 T=8192 1.36 ms at 64 vs 1.73 at 128; B=1 T=16384 1.95 vs 3.08.
-    Never wider than `pad_v` when V is padded to its multiples."""
-    widest = widest_block_v(dtype)
-    if pad_v:
-        widest = min(widest, pad_v)
-    programs = batch_heads * -(-pc.padded_dim(dv, pad_v) // widest)
-    return widest if programs >= 128 or widest <= 64 else 64
+def default_block_v(dtype, dv: int, pad_v: int = 0, batch_heads: int | None = None) -> int:
+    """The V-block of the state passes (given `batch_heads`) and of the gradient kernels
+    (None): 64; for the state passes on bf16, 32 where 64 would leave fewer than 128
+    programs (they are sequential over chunks, so the grid is all the parallelism they
+    have; the gradient kernels are parallel over chunks). Never wider than the padded V
+    or `pad_v`.
+
+    Measured on an H100, bf16, one run (timing.py's method), H=32, K=V=128, forward /
+    forward+backward ms, (V-block, warps of the state passes):
+      B=4 T=4096    (128, 8) 1.000 / 3.763   (64, 4) 0.970 / 3.692
+      B=2 T=8192    (64, 8)  1.114 / 3.898   (64, 4) 0.973 / 3.725   (32, 4) 0.966 / 4.096
+      B=1 T=16384   (64, 8)  1.697 / 4.952   (64, 4) 1.731 / 5.290   (32, 4) 1.361 / 4.442
+    and at the Olmo Hybrid 7B heads (H=30, K=96, V=192), B=1 T=4096: (64, 8) 0.515 /
+    1.476, (64, 4) 0.494 / 1.515, (32, 4) 0.435 / 1.530. The gradient kernels alone
+    (B=4 T=4096): 2.024 ms at 128, 1.798 at 64 (benchmarks/results/h100_gdn_tuning.json).
+    """
+    dvp = pc.padded_dim(dv, pad_v)
+    width = min(64, dvp, pad_v or 64)
+    if (batch_heads is not None and dtype == jnp.bfloat16 and width > 32
+            and batch_heads * -(-dvp // width) < 128):
+        width = 32
+    return width
+
+
+def default_num_warps_state(dtype) -> int:
+    """4 for bf16 (64- and 32-wide V-blocks: measured above); 8 for fp32 (untimed)."""
+    return 4 if dtype == jnp.bfloat16 else 8
 
 
 def default_pad_v(dv: int) -> int:
@@ -309,7 +327,8 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
     dvp = pc.padded_dim(v.shape[-1], pad_v)  # checks pad_v
     widest = min(widest_block_v(dtype), pad_v) if pad_v else widest_block_v(dtype)
     if block_v is None:
-        block_v = default_block_v(dtype, q.shape[0] * q.shape[2], v.shape[-1], pad_v)
+        block_v = default_block_v(dtype, v.shape[-1], pad_v, q.shape[0] * q.shape[2])
+    tuning.setdefault("num_warps_state", default_num_warps_state(dtype))
     # fp32 tiles on 3xTF32 products: two pipelined stages of the reverse pass's loads
     # asked for 290 KB of shared memory at K = 128 (an H100 has 227 KB).
     tuning.setdefault("num_stages_state", 1 if dtype == jnp.float32 else 2)
@@ -317,7 +336,7 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
     if wy_block and (wy_block < 16 or wy_block & (wy_block - 1) or wy_block > chunk):
         raise ValueError(f"wy_block must be 0 or a power of two from 16 to the chunk size "
                          f"({chunk}), got {wy_block}")
-    tuning.setdefault("block_v_grads", widest)
+    tuning.setdefault("block_v_grads", default_block_v(dtype, v.shape[-1], pad_v))
     tuning.setdefault("block_v_wy", widest)
     for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"]),
                         ("block_v_wy", tuning["block_v_wy"])):
@@ -359,12 +378,12 @@ def gated_delta_rule_pallas_gpu(
     `block_v`: width of the V-blocks of the two state passes (their grid is V-blocks x
     heads x batch); default `default_block_v`.
     `tuning`: fields of `KernelConfig`: block_v_grads (the gradient kernels' V-block;
-    default `widest_block_v`), block_v_wy (the V-block in which the wy kernel forms U;
+    default 64 or less, `default_block_v`), block_v_wy (the V-block in which the wy kernel forms U;
     default `widest_block_v`), pad_v (pad V to a multiple of this rather than to a
     power of two, e.g. 64: the release's 192 stays 192; the V-blocks default to at most
     pad_v; 0: the power of two), wy_block (form the WY inverse on sub-blocks of this
     many rows, e.g. 16, instead of whole chunks: `pallas_common.blocked_inverse`), num_warps,
-    num_warps_state, num_warps_grads, num_stages_state.
+    num_warps_state (default `default_num_warps_state`), num_warps_grads, num_stages_state.
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
