@@ -17,10 +17,12 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 dtype, then U on V-blocks of `block_v_wy`, so that no [C, V] fp32 tile
                 is live beside W and P (offline sm_90a compile, bf16: spills 108 B ->
                 0 at K = V = 128 and 408 B -> 0 at the release's padded 128 / 256).
-                With `wy_block` (opt-in, untimed on a GPU so far) the inverse is
-                formed on 16- or 32-row sub-blocks (`pallas_common.blocked_inverse`):
-                ten 64 x 64 x 64 tf32 products per chunk, most of this kernel's
-                tensor-core work, become a few dozen 16 x 16 ones.
+                With `wy_block` (opt-in) the inverse is formed on 16- or 32-row
+                sub-blocks (`pallas_common.blocked_inverse`): ten 64 x 64 x 64 tf32
+                products per chunk become a few dozen 16 x 16 ones. Correct on an
+                H100, but slower there (B=4 T=4096 H=32 K=V=128, one run, each
+                call timed with a wait: this kernel 0.83 -> 1.06 ms at wy_block=16,
+                the forward 1.19 -> 1.55 ms; 1.58 at 32), so it is off by default.
     state_fwd   grid (V-block, head, batch); loops over the chunks carrying the fp32
                 state block S [K, BV] in registers; writes O and the final state, and,
                 under differentiation only, the states entering each chunk
