@@ -17,6 +17,9 @@
 #   gdn_wy       GDN with the WY inverse on sub-blocks (wy_block=16 / 32) vs the default
 #                and fla: B4 T4096 H32 D128 (with the per-kernel breakdowns, ours and
 #                fla's) and the release heads at B1 (the scorer's shape; plus V-block 32)
+#   blocks       each block type of the two 7B shapes timed alone at T = 8192 (block, mixer,
+#                MLP, kernel; attention with and without segment ids), summed over
+#                the layer pattern beside the scorer's window time
 #   loss_chunk   1B transformer training step, full logits vs 256-position pieces
 #   gpu_tests    the kernel tests on the compiled Triton kernels (GDN and attention)
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
@@ -27,7 +30,7 @@ if [[ $# -lt 2 ]]; then sed -n '2,20p' "$0"; exit 2; fi
 out=$1; shift
 for stage in "$@"; do
   case $stage in
-    compile|gdn|attention|scoring|train|train_remat|gdn_release|gdn_wy|loss_chunk|gpu_tests) ;;
+    compile|gdn|attention|scoring|train|train_remat|gdn_release|gdn_wy|blocks|loss_chunk|gpu_tests) ;;
     *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
   esac
 done
@@ -73,6 +76,10 @@ for stage in "$@"; do
         --seq_lens=8192 --impls=pallas,fla \
         --sweep=' ;wy_block=16;block_v=32;block_v=32,num_warps_state=4;wy_block=16,block_v=32' \
         --out="$out/gdn_wy_release.json" ;;
+    blocks)
+      # window times: benchmarks/results/h100_scoring_jax_*.json (one window per call)
+      "$py" "$here/block_time.py" --window_ms=olmo3_7b=203.5,olmo_hybrid_7b=213.1 \
+        --out="$out/block_time.json" ;;
     loss_chunk)
       for chunk in 0 256; do
         "$py" "$here/train_throughput.py" --archs=transformer --sizes=1b \
