@@ -9,7 +9,8 @@
 #   gdn        GDN kernels vs fla vs cuDNN attention, T = 2k..16k, plus a per-kernel breakdown
 #   attention  Pallas attention vs cuDNN vs XLA, T = 4k..32k, windows and segments
 #   scoring    7B scoring, hybrid_jax vs transformers, both release shapes, one and two
-#              8192-token windows per call, and the ratio table
+#              8192-token windows per call (and one with the segment ids kept), and the
+#              ratio table
 #   train      training tokens/s and MFU, 60M..1B presets, the three architectures
 #   train_remat  the same for 370M and 1B with each block rematerialised
 #   gdn_release  GDN at the Olmo Hybrid 7B head shape (30 heads, K 96, V 192), T = 8192,
@@ -54,6 +55,10 @@ for stage in "$@"; do
         for impl in jax hf; do
           "$py" "$here/scoring.py" --impl=$impl --model=$model --batch=1,2 \
             --out="$out/scoring_${impl}_${model}.json" || echo "scoring $impl $model failed"
+          if [[ $impl == jax ]]; then  # the same windows with their segment ids kept
+            "$py" "$here/scoring.py" --impl=jax --model=$model --segments=given \
+              --out="$out/scoring_jax_given_${model}.json" || echo "scoring given $model failed"
+          fi
         done
       done
       "$py" "$here/scoring.py" --report "$out"/scoring_*.json ;;

@@ -10,6 +10,13 @@ Run one implementation per process (JAX and torch each want the GPU's memory):
 `--batch=1,2` times each batch size (windows per call) on the same weights, one
 initialisation for all (a 7B random init takes a minute).
 
+The windows hold one document each (random token ids, no document boundaries), as
+transformers scores them. `--segments=auto` hands the scorer what the scoring loop
+does, `Batch.drop_trivial_segments()`: no document mask for such windows, so attention
+takes cuDNN; `--segments=given` keeps the segment ids (attention then runs the Pallas
+kernel, as packed windows with several documents do; the rows until 2026-11-23 were
+taken this way).
+
 hybrid_jax: `scoring.score.make_scorer` (hidden states, then the LM head in vocabulary
 slices with float32 log-sum-exp, loss + entropy + rank). transformers: the model's
 logits (bf16) and a float32 log-softmax gather of the targets, which is what scoring
@@ -25,7 +32,7 @@ import time
 
 
 def bench_jax(model: str, seq_len: int, batches: list[int], iters: int,
-              gdn_impl: str) -> list[dict]:
+              gdn_impl: str, segments: str) -> list[dict]:
     from flax import nnx
 
     from hybrid_jax.models.lm import LM
@@ -40,11 +47,12 @@ def bench_jax(model: str, seq_len: int, batches: list[int], iters: int,
     init_s = time.perf_counter() - t0
     print(f"parameters initialised in {init_s:.1f} s", flush=True)
     scorer = make_scorer(graphdef, batch_sharding=batch_sharding(mesh))
-    return [_time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl)
-            for batch in batches]
+    return [_time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl,
+                      segments) for batch in batches]
 
 
-def _time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl):
+def _time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl,
+              segments):
     import jax
     import numpy as np
 
@@ -52,7 +60,10 @@ def _time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_im
     from hybrid_jax.sharding import batch_sharding
 
     rows = np.random.default_rng(0).integers(0, 100_000, (batch, seq_len + 1))
-    data = jax.device_put(Batch.from_rows(rows), batch_sharding(mesh))
+    data = Batch.from_rows(rows)
+    if segments == "auto":
+        data = data.drop_trivial_segments()
+    data = jax.device_put(data, batch_sharding(mesh))
     # Compile and the first run timed apart: a slow first call is then one or the other.
     t0 = time.perf_counter()
     lowered = scorer.lower(params, data)
@@ -75,7 +86,8 @@ def _time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_im
     return {"impl": "hybrid_jax", "model": model, "seq_len": seq_len, "batch": batch,
             "window_s": dt, "tokens_per_s": batch * seq_len / dt, "init_s": init_s,
             "lower_s": lower_s, "compile_s": compile_s, "first_run_s": first_run_s,
-            "device": jax.devices()[0].device_kind, "gdn_impl": gdn_impl}
+            "device": jax.devices()[0].device_kind, "gdn_impl": gdn_impl,
+            "segments": segments, "segment_ids_passed": data.segment_ids is not None}
 
 
 def hf_config(model: str):
@@ -156,7 +168,7 @@ def report(files: list[str]) -> None:
         with open(f) as fh:
             r = json.load(fh)
         rows.extend(r if isinstance(r, list) else [r])
-    print(f"{'model':<16}{'batch':>6}  {'impl':<14}{'tokens/s':>12}{'vs transformers':>18}")
+    print(f"{'model':<16}{'batch':>6}  {'impl':<22}{'tokens/s':>12}{'vs transformers':>18}")
     for model, batch in sorted({(r["model"], r.get("batch", 1)) for r in rows}):
         group = [r for r in rows if r["model"] == model and r.get("batch", 1) == batch]
         hf = next((r for r in group if r["impl"] == "transformers"
@@ -166,7 +178,8 @@ def report(files: list[str]) -> None:
                 print(f"{model:<16}{batch:>6}  {r['impl']:<14} {r.get('error')}")
                 continue
             ratio = f"{r['tokens_per_s'] / hf['tokens_per_s']:.2f}x" if hf else "-"
-            print(f"{model:<16}{batch:>6}  {r['impl']:<14}{r['tokens_per_s']:>12,.0f}"
+            impl = r["impl"] + (f"[{r['segments']}]" if "segments" in r else "")
+            print(f"{model:<16}{batch:>6}  {impl:<22}{r['tokens_per_s']:>12,.0f}"
                   f"{ratio:>18}")
 
 
@@ -178,6 +191,9 @@ def main() -> None:
     p.add_argument("--batch", default="1", help="windows per call; a list times each")
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--gdn_impl", default="auto")
+    p.add_argument("--segments", default="auto", choices=["auto", "given"],
+                   help="auto: as the scoring loop (no mask for one-document windows); "
+                        "given: segment ids passed (attention through Pallas)")
     p.add_argument("--attn", default="sdpa", help="transformers attn_implementation")
     p.add_argument("--out", default="scoring.json")
     p.add_argument("--report", nargs="*")
@@ -188,7 +204,8 @@ def main() -> None:
     batches = [int(x) for x in args.batch.split(",")]
     try:
         if args.impl == "jax":
-            r = bench_jax(args.model, args.seq_len, batches, args.iters, args.gdn_impl)
+            r = bench_jax(args.model, args.seq_len, batches, args.iters, args.gdn_impl,
+                          args.segments)
         else:
             r = bench_hf(args.model, args.seq_len, batches, args.iters, args.attn)
     except Exception as e:  # keep the error in the results: a run that failed is a result

@@ -19,7 +19,7 @@ class Batch(NamedTuple):
 
     inputs: Int[Array, "b t"]
     targets: Int[Array, "b t"]
-    segment_ids: Int[Array, "b t"]
+    segment_ids: Int[Array, "b t"] | None  # None: one document per row (`drop_trivial_segments`)
     loss_mask: Bool[Array, "b t"]
 
     @classmethod
@@ -41,3 +41,20 @@ class Batch(NamedTuple):
         seg_in, seg_out = segment_ids[:, :-1], segment_ids[:, 1:]
         loss_mask = (seg_in == seg_out) & (seg_out > 0)
         return cls(inputs.astype(np.int32), targets.astype(np.int32), seg_in, loss_mask)
+
+    def drop_trivial_segments(self) -> Batch:
+        """This batch with `segment_ids` None when they say nothing a causal model needs:
+        every row is one document from its first position, then only padding (id 0;
+        rows of padding alone included). The model then sees no document mask, so GPU
+        attention can take cuDNN (which takes none) instead of the Pallas kernel, and the
+        GDN kernel skips its resets. Exact for every target the loss mask keeps: no
+        position attends to or carries state from a later one, and padding comes last.
+        A host-side check (numpy); the batch is returned unchanged otherwise.
+        """
+        if self.segment_ids is None:
+            return self
+        seg = np.asarray(self.segment_ids)
+        pad = seg == 0
+        one_doc = np.all((seg == seg[:, :1]) | pad)
+        pad_last = np.all(pad[:, 1:] >= pad[:, :-1])  # once padding, always padding
+        return self._replace(segment_ids=None) if one_doc and pad_last else self

@@ -8,7 +8,10 @@ never materialises all logits at once; the matmuls accumulate in float32 whateve
 compute dtype, and the softmax statistics are float32.
 
 `make_scorer` gives the jitted function the scoring loop and in-loop evals call;
-`score` is the plain Python API: model + windows -> per-token losses.
+`score` is the plain Python API: model + windows -> per-token losses. Both hand it
+`Batch.drop_trivial_segments()`: windows that hold one document (then padding) go
+without a document mask, which on GPUs lets attention take cuDNN; the losses the mask
+keeps are the same (tests/scoring/test_scoring.py).
 """
 
 from __future__ import annotations
@@ -100,6 +103,6 @@ def score(model: LM, tokens: np.ndarray, segment_ids: np.ndarray | None = None, 
     for start in range(0, tokens.shape[0], batch_size):
         batch = Batch.from_rows(tokens[start : start + batch_size],
                                 segment_ids[start : start + batch_size])
-        loss = np.asarray(scorer(params, batch).loss)
+        loss = np.asarray(scorer(params, batch.drop_trivial_segments()).loss)
         out.append(np.where(batch.loss_mask, loss, np.nan))
     return np.concatenate(out)

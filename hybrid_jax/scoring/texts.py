@@ -40,7 +40,8 @@ def text_score_fn(graphdef: nnx.GraphDef, params: nnx.State, tokenizer: Tokenize
                 ids = encoded[i][0]
                 tokens[row, : ids.size] = ids
                 segs[row, : ids.size] = 1
-            loss = np.asarray(scorer(params, Batch.from_rows(tokens, segs)).loss)
+            batch = Batch.from_rows(tokens, segs).drop_trivial_segments()  # one text per row
+            loss = np.asarray(scorer(params, batch).loss)
             for row, i in enumerate(group):
                 ids, cs, ce = encoded[i]
                 per_token = np.concatenate([[np.nan], loss[row, : ids.size - 1]])

@@ -110,7 +110,7 @@ def score_pack(
             if stop - start < batch_size:  # one shape, one compilation
                 pad = ((0, batch_size - (stop - start)), (0, 0))
                 tokens, segs = np.pad(tokens, pad), np.pad(segs, pad)
-            stats = scorer(params, Batch.from_rows(tokens, segs))
+            stats = scorer(params, Batch.from_rows(tokens, segs).drop_trivial_segments())
             rows = stop - start
             parts.append(jax.tree.map(lambda x, rows=rows: np.asarray(x)[:rows], stats))
             n = int(pack.score_mask[start:stop].sum())

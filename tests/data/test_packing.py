@@ -44,6 +44,24 @@ def test_batch_masks_cross_document_and_padding_targets():
     np.testing.assert_array_equal(batch.loss_mask, [[False, True, True, False]])
 
 
+@pytest.mark.parametrize("segs,dropped", [
+    ([[1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0]], True),  # one document, then padding
+    ([[2, 2, 2, 2, 2, 2], [5, 5, 5, 0, 0, 0]], True),  # any id per row
+    ([[1, 1, 2, 2, 2, 2]], False),  # two documents
+    ([[1, 1, 0, 1, 1, 1]], False),  # padding before the end
+    ([[0, 1, 1, 1, 1, 1]], False),  # the document starts late
+])
+def test_trivial_segment_ids_are_dropped(segs, dropped):
+    segs = np.array(segs)
+    batch = Batch.from_rows(np.arange(segs.size).reshape(segs.shape), segs)
+    out = batch.drop_trivial_segments()
+    assert (out.segment_ids is None) == dropped
+    if not dropped:
+        assert out is batch
+    np.testing.assert_array_equal(out.loss_mask, batch.loss_mask)  # masks stay
+    assert out.drop_trivial_segments() is out
+
+
 def test_stdlib_corpus_is_real_and_deterministic():
     docs = stdlib_documents(max_docs_per_domain=5)
     assert {d.domain for d in docs} == {"python", "prose"}

@@ -13,6 +13,7 @@ import pytest
 from flax import nnx
 
 from hybrid_jax.analysis.table import check_aligned, read_table
+from hybrid_jax.data.batch import Batch
 from hybrid_jax.data.sources import Document, load_documents
 from hybrid_jax.data.tokenizers import load_tokenizer, train_sentencepiece
 from hybrid_jax.models.lm import LM
@@ -75,6 +76,32 @@ def test_score_api_equals_the_model_logits(arch):
     valid = seg[:, 1:] == seg[:, :-1]
     np.testing.assert_allclose(got[valid], want[valid], rtol=1e-5, atol=1e-5)
     assert np.isnan(got[~valid]).all()  # the first token of document 2 has no context
+
+
+@pytest.mark.parametrize("arch", ["transformer", "hybrid"])
+def test_one_document_windows_score_the_same_without_their_segment_ids(arch):
+    """score() drops the segment ids of windows that hold one document then padding
+    (`Batch.drop_trivial_segments`); the kept targets' losses still equal the model's
+    logits computed with the ids."""
+    model = small_model(arch, 97)
+    rng = np.random.default_rng(2)
+    tokens = rng.integers(1, 97, (3, 41))
+    seg = np.ones_like(tokens)
+    seg[0, 30:] = 0  # trailing padding
+    seg[2] = 0  # a padding row, as the last batch of a pack has
+    tokens[seg == 0] = 0
+    batch = Batch.from_rows(tokens, seg)
+    assert batch.drop_trivial_segments().segment_ids is None
+    got = score(model, tokens, seg, batch_size=3, vocab_chunk=10)
+    logits = np.asarray(model(jnp.asarray(tokens[:, :-1]), segment_ids=jnp.asarray(seg[:, :-1])),
+                        np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    want = -np.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
+    valid = np.asarray(batch.loss_mask)
+    assert valid[0].sum() == 29 and valid[1].all() and not valid[2].any()
+    np.testing.assert_allclose(got[valid], want[valid], rtol=1e-5, atol=1e-5)
+    assert np.isnan(got[~valid]).all()
 
 
 def test_pack_layouts_score_every_text_token_once():
