@@ -60,6 +60,15 @@ def test_sliced_stats_equal_full_softmax(chunk):
     np.testing.assert_array_equal(stats.rank, want_rank)
 
 
+def _masked_model_losses(model: LM, tokens: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """-log p(next token) from the model's full logits, computed with the segment ids."""
+    logits = np.asarray(model(jnp.asarray(tokens[:, :-1]), segment_ids=jnp.asarray(seg[:, :-1])),
+                        np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    return -np.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
+
+
 @pytest.mark.parametrize("arch", ["transformer", "hybrid"])
 def test_score_api_equals_the_model_logits(arch):
     model = small_model(arch, 97)
@@ -68,11 +77,7 @@ def test_score_api_equals_the_model_logits(arch):
     seg = np.ones_like(tokens)
     seg[1, 20:] = 2
     got = score(model, tokens, seg, batch_size=2, vocab_chunk=10)
-    logits = np.asarray(model(jnp.asarray(tokens[:, :-1]), segment_ids=jnp.asarray(seg[:, :-1])),
-                        np.float64)
-    logp = logits - logits.max(-1, keepdims=True)
-    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-    want = -np.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
+    want = _masked_model_losses(model, tokens, seg)
     valid = seg[:, 1:] == seg[:, :-1]
     np.testing.assert_allclose(got[valid], want[valid], rtol=1e-5, atol=1e-5)
     assert np.isnan(got[~valid]).all()  # the first token of document 2 has no context
@@ -93,11 +98,7 @@ def test_one_document_windows_score_the_same_without_their_segment_ids(arch):
     batch = Batch.from_rows(tokens, seg)
     assert batch.drop_trivial_segments().segment_ids is None
     got = score(model, tokens, seg, batch_size=3, vocab_chunk=10)
-    logits = np.asarray(model(jnp.asarray(tokens[:, :-1]), segment_ids=jnp.asarray(seg[:, :-1])),
-                        np.float64)
-    logp = logits - logits.max(-1, keepdims=True)
-    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
-    want = -np.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0]
+    want = _masked_model_losses(model, tokens, seg)
     valid = np.asarray(batch.loss_mask)
     assert valid[0].sum() == 29 and valid[1].all() and not valid[2].any()
     np.testing.assert_allclose(got[valid], want[valid], rtol=1e-5, atol=1e-5)
