@@ -6,9 +6,9 @@ For each model (random bf16 weights, made on the host and moved over), one windo
     mixer        the attention or Gated DeltaNet layer alone
     mlp          the SwiGLU MLP alone
     kernel       the attention / gated_delta_rule op alone at the layer's shapes
-    mixer_noseg  (attention) the mixer without segment ids: the scorer always passes
-                 them (one document per window here), which sends attention to the
-                 Pallas kernel; without them `auto` takes cuDNN
+    mixer_noseg  (attention) the mixer without segment ids, as the scoring loop now
+                 runs one-document windows (`Batch.drop_trivial_segments`): `auto` then
+                 takes cuDNN; with ids (packed windows) it takes the Pallas kernel
 and per model the sum of its blocks over the layer pattern (e.g. 24 x swa + 8 x full),
 beside the scorer's window time if `--window_ms` gives it (the rest: embedding, the
 vocab head, glue). Run on the GPU machine:
@@ -25,7 +25,8 @@ import json
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from timing import time_jax  # benchmarks/ is on sys.path when run as a script
+from gdn import gdn_inputs  # benchmarks/ is on sys.path when run as a script
+from timing import time_jax
 
 from hybrid_jax.kernels.attention import dot_product_attention
 from hybrid_jax.kernels.gdn import gated_delta_rule
@@ -33,23 +34,20 @@ from hybrid_jax.models.blocks import make_block
 from hybrid_jax.models.presets import get_model_config
 
 
-def _on_device(module: nnx.Module):
-    """(graphdef, state on the default device) of a module built on the host CPU."""
-    graphdef, state = nnx.split(module)
-    return graphdef, jax.device_put(state, jax.devices()[0])
-
-
-def _build(cfg, make):
+def _build(make):
+    """(graphdef, state on the default device) of `make()`, built on the host CPU (random
+    init compiles slowly on GPUs: `sharding.create_sharded_params`)."""
     with jax.default_device(jax.devices("cpu")[0]):
-        return _on_device(make())
+        graphdef, state = nnx.split(make())
+    return graphdef, jax.device_put(state, jax.devices()[0])
 
 
 def time_layer_type(cfg, layer_type: str, t: int) -> dict[str, float]:
     b, d = 1, cfg.d_model
     x = jax.random.normal(jax.random.key(0), (b, t, d), jnp.float32).astype(cfg.compute_dtype)
-    seg = jnp.ones((b, t), jnp.int32)  # what the scorer passes for a one-document window
+    seg = jnp.ones((b, t), jnp.int32)  # one document, ids kept (as packed windows pass)
     pos = jnp.broadcast_to(jnp.arange(t), (b, t))
-    graphdef, state = _build(cfg, lambda: make_block(cfg, layer_type, rngs=nnx.Rngs(0)))
+    graphdef, state = _build(lambda: make_block(cfg, layer_type, rngs=nnx.Rngs(0)))
     block = lambda s, x: nnx.merge(graphdef, s)(x, positions=pos, segment_ids=seg)  # noqa: E731
     row = {"block": time_jax(jax.jit(block), state, x)}
     model = nnx.merge(graphdef, state)
@@ -57,14 +55,7 @@ def time_layer_type(cfg, layer_type: str, t: int) -> dict[str, float]:
         mg, ms = nnx.split(model.gdn)
         row["mixer"] = time_jax(jax.jit(lambda s, x: nnx.merge(mg, s)(x, segment_ids=seg)),
                                 ms, x)
-        n, dk, dv = cfg.gdn_heads, cfg.gdn_key_dim, cfg.gdn_value_dim
-        ks = jax.random.split(jax.random.key(1), 5)
-        qk = lambda kk: jax.nn.standardize(  # noqa: E731
-            jax.random.normal(kk, (b, t, n, dk)), axis=-1).astype(cfg.compute_dtype) / dk**0.5
-        args = (qk(ks[0]), qk(ks[1]),
-                jax.random.normal(ks[2], (b, t, n, dv)).astype(cfg.compute_dtype),
-                jax.nn.log_sigmoid(jax.random.normal(ks[3], (b, t, n))),
-                jax.nn.sigmoid(jax.random.normal(ks[4], (b, t, n))))
+        args = gdn_inputs(b, t, cfg.gdn_heads, cfg.gdn_key_dim, cfg.gdn_value_dim)
         row["kernel"] = time_jax(jax.jit(lambda *a: gated_delta_rule(
             *a, segment_ids=seg, impl=cfg.gdn_impl)[0]), *args)
     else:
