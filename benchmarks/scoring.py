@@ -32,7 +32,7 @@ import time
 
 
 def bench_jax(model: str, seq_len: int, batches: list[int], iters: int,
-              gdn_impl: str, segments: str) -> list[dict]:
+              gdn_impl: str, segments: str, profile: bool = False) -> list[dict]:
     from flax import nnx
 
     from hybrid_jax.models.lm import LM
@@ -48,11 +48,11 @@ def bench_jax(model: str, seq_len: int, batches: list[int], iters: int,
     print(f"parameters initialised in {init_s:.1f} s", flush=True)
     scorer = make_scorer(graphdef, batch_sharding=batch_sharding(mesh))
     return [_time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl,
-                      segments) for batch in batches]
+                      segments, profile) for batch in batches]
 
 
 def _time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl,
-              segments):
+              segments, profile):
     import jax
     import numpy as np
 
@@ -83,11 +83,17 @@ def _time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_im
         times.append(time.perf_counter() - t0)
     dt = statistics.median(times)
     print(f"batch {batch}: {batch * seq_len / dt:,.0f} tokens/s", flush=True)
-    return {"impl": "hybrid_jax", "model": model, "seq_len": seq_len, "batch": batch,
-            "window_s": dt, "tokens_per_s": batch * seq_len / dt, "init_s": init_s,
-            "lower_s": lower_s, "compile_s": compile_s, "first_run_s": first_run_s,
-            "device": jax.devices()[0].device_kind, "gdn_impl": gdn_impl,
-            "segments": segments, "segment_ids_passed": data.segment_ids is not None}
+    row = {"impl": "hybrid_jax", "model": model, "seq_len": seq_len, "batch": batch,
+           "window_s": dt, "tokens_per_s": batch * seq_len / dt, "init_s": init_s,
+           "lower_s": lower_s, "compile_s": compile_s, "first_run_s": first_run_s,
+           "device": jax.devices()[0].device_kind, "gdn_impl": gdn_impl,
+           "segments": segments, "segment_ids_passed": data.segment_ids is not None}
+    if profile:
+        from op_profile import print_profile, profile_ops  # benchmarks/ is on sys.path
+
+        row["profile"] = profile_ops(compiled, params, data)
+        print_profile(row["profile"])
+    return row
 
 
 def hf_config(model: str):
@@ -194,6 +200,9 @@ def main() -> None:
     p.add_argument("--segments", default="auto", choices=["auto", "given"],
                    help="auto: as the scoring loop (no mask for one-document windows); "
                         "given: segment ids passed (attention through Pallas)")
+    p.add_argument("--profile", action="store_true",
+                   help="jax: also trace the scorer and list its device time by kernel "
+                        "and category (op_profile.py)")
     p.add_argument("--attn", default="sdpa", help="transformers attn_implementation")
     p.add_argument("--out", default="scoring.json")
     p.add_argument("--report", nargs="*")
@@ -205,7 +214,7 @@ def main() -> None:
     try:
         if args.impl == "jax":
             r = bench_jax(args.model, args.seq_len, batches, args.iters, args.gdn_impl,
-                          args.segments)
+                          args.segments, args.profile)
         else:
             r = bench_hf(args.model, args.seq_len, batches, args.iters, args.attn)
     except Exception as e:  # keep the error in the results: a run that failed is a result

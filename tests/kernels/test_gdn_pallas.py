@@ -26,7 +26,12 @@ from hybrid_jax.kernels.gdn import (
 )
 from hybrid_jax.kernels.gdn import pallas_common as pc
 from hybrid_jax.kernels.gdn.dispatch import PALLAS_INTERPRET_ENV
-from hybrid_jax.kernels.gdn.pallas_gpu import default_block_v, default_pad_v, gpu_config
+from hybrid_jax.kernels.gdn.pallas_gpu import (
+    default_block_v,
+    default_block_v_state_bwd,
+    default_pad_v,
+    gpu_config,
+)
 from hybrid_jax.kernels.impl import GdnImpl
 from tests.kernels.test_gdn import make_inputs
 
@@ -98,7 +103,9 @@ def _check(fn, inputs, h0, seg, dtype, *, grads=True):
 def test_interpret_fp32_forward_and_grads(kind, t, chunk, dk, dv, packed):
     inputs, h0 = make_inputs(t + dk, b=2, t=t, n=2, dk=dk, dv=dv)
     seg = _packed(2, t, t) if packed else None
-    blocks = {"block_v": 16, "block_v_grads": 16, "block_v_wy": 16} if kind == "gpu" else {}
+    # GPU: the reverse state pass in other V-blocks than the forward's (32: all of V)
+    blocks = ({"block_v": 16, "block_v_grads": 16, "block_v_wy": 16, "block_v_state_bwd": 32}
+              if kind == "gpu" else {})
     _check(_kernel(kind, chunk, **blocks),
            inputs, h0, seg, jnp.float32)
 
@@ -327,7 +334,8 @@ def test_gpu_defaults_pad_v_and_fp32_policy():
 
 def test_gpu_default_v_blocks():
     """State passes: 64-wide V-blocks, 32 (bf16) where 64 leaves < 128 programs; gradient
-    kernels: 64; never wider than the (padded) V; 4 warps in the state passes for bf16."""
+    kernels: 64; never wider than the (padded) V; 4 warps in the state passes for bf16;
+    bf16's reverse state pass on its own rule (`default_block_v_state_bwd`)."""
     bf16, f32 = jnp.bfloat16, jnp.float32
     assert default_block_v(bf16, 128, 0, 4 * 32) == 64  # 256 programs
     assert default_block_v(bf16, 128, 0, 2 * 32) == 64  # 128
@@ -341,3 +349,16 @@ def test_gpu_default_v_blocks():
     cfg = gpu_config(q, k, v, scale=None, chunk=64, interpret=False, block_v=None)
     assert (cfg.block_v, cfg.block_v_grads, cfg.block_v_wy, cfg.num_warps_state) == \
         (32, 64, 128, 4)
+    # The reverse state pass: the narrowest block whose programs fit one wave of SMs.
+    assert (cfg.block_v_state_bwd, cfg.num_warps_state_bwd, cfg.num_stages_grads) == \
+        (32, 4, 3)  # 2 heads x 4 blocks
+    assert default_block_v_state_bwd(128, 0, 4 * 32, 132) == 128  # 128 programs
+    assert default_block_v_state_bwd(128, 0, 2 * 32, 132) == 64  # 128
+    assert default_block_v_state_bwd(128, 0, 1 * 32, 132) == 32  # 128
+    assert default_block_v_state_bwd(192, 64, 1 * 30, 132) == 64  # 90 (32: 180)
+    assert default_block_v_state_bwd(192, 64, 8 * 30, 132) == 64  # none fits: widest
+    assert default_block_v_state_bwd(16, 0, 1000, 132) == 16  # V itself
+    cfg = gpu_config(q.astype(f32), k.astype(f32), v.astype(f32), scale=None, chunk=64,
+                     interpret=False, block_v=None)
+    assert (cfg.block_v_state_bwd, cfg.num_warps_state_bwd, cfg.num_stages_grads) == \
+        (0, 0, 1)  # fp32: as the forward, one stage

@@ -184,7 +184,8 @@ class _Triton:
     # --------------------------------------------------------------- backward
     def state_bwd(self, cfg, q, k, w, p, gamma, rel, do, dht):
         b, t, n, dk = q.shape
-        dv, c, bv = do.shape[-1], cfg.chunk, min(cfg.block_v, do.shape[-1])
+        dv, c = do.shape[-1], cfg.chunk
+        bv = min(cfg.block_v_state_bwd or cfg.block_v, dv)
         num_chunks = t // c
 
         def gdn_state_bwd_kernel(q_ref, k_ref, w_ref, p_ref, gamma_ref, rel_ref, do_ref,
@@ -211,7 +212,8 @@ class _Triton:
                   jax.ShapeDtypeStruct((b, t, n, dv), mm),
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
         return self._call(gdn_state_bwd_kernel, cfg, (dv // bv, n, b), shapes,
-                          q, k, w, p, gamma, rel, do, dht, num_warps=cfg.num_warps_state,
+                          q, k, w, p, gamma, rel, do, dht,
+                          num_warps=cfg.num_warps_state_bwd or cfg.num_warps_state,
                           num_stages=cfg.num_stages_state)
 
     def grads(self, cfg, q, k, v, beta, gamma, rel, a, v_new, states, dstates, do, dvn):
@@ -241,7 +243,8 @@ class _Triton:
             gdn_grads_state_kernel, cfg, grid,
             [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, F32),
              jax.ShapeDtypeStruct(gamma.shape, F32)],
-            q, k, gamma, rel, v_new, states, dstates, do, num_warps=cfg.num_warps_grads)
+            q, k, gamma, rel, v_new, states, dstates, do, num_warps=cfg.num_warps_grads,
+            num_stages=cfg.num_stages_grads)
 
         def gdn_grads_wy_kernel(k_ref, v_ref, beta_ref, gamma_ref, rel_ref, a_ref, s_ref,
                                 dvn_ref, dk_state_ref, dgamma_state_ref, dk_ref, dv_ref,
@@ -269,7 +272,7 @@ class _Triton:
             [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype),
              jax.ShapeDtypeStruct(beta.shape, F32), jax.ShapeDtypeStruct(gamma.shape, F32)],
             k, v, beta, gamma, rel, a, states, dvn, dk_state, dgamma_state,
-            num_warps=cfg.num_warps_grads)
+            num_warps=cfg.num_warps_grads, num_stages=cfg.num_stages_grads)
         return dq, dk_, dv_, dbeta, dgamma
 
 
@@ -306,6 +309,36 @@ def default_block_v(dtype, dv: int, pad_v: int = 0, batch_heads: int | None = No
     return width
 
 
+H100_SMS = 132  # the SM count assumed where no GPU is attached (interpret mode, tests)
+
+
+def num_sms() -> int:
+    """Streaming multiprocessors of the default device (`H100_SMS` if it is no GPU)."""
+    dev = jax.devices()[0]
+    return int(getattr(dev, "core_count", 0) or H100_SMS) if dev.platform == "gpu" \
+        else H100_SMS
+
+
+def default_block_v_state_bwd(dv: int, pad_v: int, batch_heads: int, sms: int) -> int:
+    """The reverse state pass's V-block (bf16): the narrowest of 32 / 64 / 128 whose
+    programs (batch x heads x V-blocks) fit in one wave of the `sms` SMs, else the
+    widest that tiles the padded V. Unlike the forward pass (see `default_block_v`),
+    the reverse pass runs best one program per SM. Measured on an H100 (132 SMs), bf16,
+    forward + backward ms with the gradient kernels at 3 stages, (V-block, warps) of the
+    reverse pass (`benchmarks/results/h100_gdn_bwd_tuning.json`):
+      H=32 K=V=128  B=4 T=4096   (64, 4) 3.329  (128, 8) 3.279  (64, 8) 3.430
+                    B=2 T=8192   (64, 4) 3.369  (128, 8) 3.656  (64, 8) 3.452
+                    B=1 T=16384  (32, 4) 4.025  (64, 8) 4.240   (128, 8) 4.954
+      H=30 K=96 V=192  B=1 T=8192  (32, 4) 2.798  (64, 4) 2.568  (64, 8) 2.507
+    """
+    dvp = pc.padded_dim(dv, pad_v)
+    widths = [w for w in (32, 64, 128) if w <= dvp and dvp % w == 0] or [dvp]
+    for w in widths:
+        if batch_heads * (dvp // w) <= sms:
+            return w
+    return widths[-1]
+
+
 def default_num_warps_state(dtype) -> int:
     """4 for bf16 (64- and 32-wide V-blocks: measured above); 8 for fp32 (untimed)."""
     return 4 if dtype == jnp.bfloat16 else 8
@@ -339,9 +372,19 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
         raise ValueError(f"wy_block must be 0 or a power of two from 16 to the chunk size "
                          f"({chunk}), got {wy_block}")
     tuning.setdefault("block_v_grads", default_block_v(dtype, v.shape[-1], pad_v))
+    if dtype == jnp.bfloat16:  # fp32 keeps the forward's blocks and one stage (untimed)
+        # Three stages of the gradient kernels' loads: -0.13 to -0.16 ms forward+backward
+        # at every shape measured (H100; results/h100_gdn_bwd_tuning.json).
+        tuning.setdefault("num_stages_grads", 3)
+        bv_bwd = tuning.setdefault("block_v_state_bwd", default_block_v_state_bwd(
+            v.shape[-1], pad_v, q.shape[0] * q.shape[2], num_sms()))
+        tuning.setdefault("num_warps_state_bwd", 8 if bv_bwd >= 128 else 4)
     tuning.setdefault("block_v_wy", widest)
-    for name, width in (("block_v", block_v), ("block_v_grads", tuning["block_v_grads"]),
-                        ("block_v_wy", tuning["block_v_wy"])):
+    widths = [("block_v", block_v), ("block_v_grads", tuning["block_v_grads"]),
+              ("block_v_wy", tuning["block_v_wy"])]
+    if tuning.get("block_v_state_bwd"):
+        widths.append(("block_v_state_bwd", tuning["block_v_state_bwd"]))
+    for name, width in widths:
         if width < 16 or width & (width - 1):
             raise ValueError(f"{name} must be a power of two >= 16, got {width}")
         if min(width, dvp) != dvp and dvp % width:  # a wider block takes all of V
@@ -385,7 +428,9 @@ def gated_delta_rule_pallas_gpu(
     power of two, e.g. 64: the release's 192 stays 192; the V-blocks default to at most
     pad_v; 0: the power of two), wy_block (form the WY inverse on sub-blocks of this
     many rows, e.g. 16, instead of whole chunks: `pallas_common.blocked_inverse`), num_warps,
-    num_warps_state (default `default_num_warps_state`), num_warps_grads, num_stages_state.
+    num_warps_state (default `default_num_warps_state`), num_warps_grads, num_stages_state,
+    num_stages_grads, block_v_state_bwd and num_warps_state_bwd (the reverse state pass
+    apart from the forward's; 0: as the forward).
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
