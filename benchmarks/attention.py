@@ -6,7 +6,11 @@ bf16, B x T x H x D (default 4 x {4k, 8k, 16k, 32k} x 32 x 128), causal, over
               alone); `docs` (each row packs random documents, mean length T / 4)
     mode      fwd, and fwd+bwd (vjp of all of q, k, v)
 Implementations:
-    pallas  hybrid_jax Pallas/Triton kernel (`kernels/attention/pallas_gpu.py`)
+    pallas         hybrid_jax flash attention as the dispatcher runs it
+                   (`kernels/attention/pallas_gpu.py`): on a Hopper GPU the forward is
+                   the Mosaic GPU kernel (`mosaic_gpu.py`), the backward Triton
+    pallas_triton  the same with the Triton forward (the only forward before 2026-11-24)
+    pallas_mosaic  the Mosaic forward, required (an error where it cannot run)
     cudnn   jax.nn.dot_product_attention(implementation='cudnn'); it takes no segment
             ids, so the segment rows compare against cuDNN's time without them
     xla     hybrid_jax plain-jnp reference; skipped where its [B, H, T, T] float32
@@ -69,13 +73,16 @@ def visible_pairs(t: int, window: int | None, seg: np.ndarray | None) -> float:
 
 
 INTERPRET = False  # --interpret: run the Pallas kernel in the interpreter (CPU smoke test)
+# --impls names of flash_attention's forward kernels (the backward is Triton's in all)
+PALLAS_FORWARDS = {"pallas": "auto", "pallas_triton": "triton", "pallas_mosaic": "mosaic"}
 
 
 def make_fns(impl: str, window: int | None, seg: jax.Array | None,
              blocks: BlockSizes | None = None) -> tuple[Callable, Callable]:
-    if impl == "pallas":
+    if impl in PALLAS_FORWARDS:  # pallas: the default (Mosaic forward on Hopper)
         attn = lambda q, k, v: flash_attention(q, k, v, window=window, segment_ids=seg,
-                                               block_sizes=blocks, interpret=INTERPRET)
+                                               block_sizes=blocks, interpret=INTERPRET,
+                                               forward=PALLAS_FORWARDS[impl])
     elif impl == "cudnn":
         attn = lambda q, k, v: jax.nn.dot_product_attention(
             q, k, v, is_causal=True, implementation="cudnn",
@@ -154,7 +161,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
         (128, 128, 8, 2), (64, 64, 4, 3), (128, 32, 4, 4)]
     for bq, bk, warps, stages in fwd_cfgs:
         blocks = BlockSizes(block_q=bq, block_k=bk, num_warps=warps, num_stages=stages)
-        fwd, _ = make_fns("pallas", None, None, blocks)
+        fwd, _ = make_fns("pallas_triton", None, None, blocks)
         rec = dict(kind="fwd", block_q=bq, block_k=bk, num_warps=warps, num_stages=stages)
         try:
             ms = time_jax(fwd, q, k, v, iters=20)
@@ -169,7 +176,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
     for bq_dkv, bk_dkv, bq_dq, bk_dq, warps, stages in bwd_cfgs:
         blocks = BlockSizes(block_q_dkv=bq_dkv, block_k_dkv=bk_dkv, block_q_dq=bq_dq,
                             block_k_dq=bk_dq, num_warps_bwd=warps, num_stages_bwd=stages)
-        _, fwd_bwd = make_fns("pallas", None, None, blocks)
+        _, fwd_bwd = make_fns("pallas_triton", None, None, blocks)
         rec = dict(kind="fwd+bwd", **{f.name: getattr(blocks, f.name)
                                       for f in dataclasses.fields(blocks)})
         try:

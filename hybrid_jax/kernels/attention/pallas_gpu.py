@@ -55,6 +55,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as pltriton
 
+from hybrid_jax.kernels.attention import mosaic_gpu
 from hybrid_jax.kernels.attention.reference import check_attention_args
 from hybrid_jax.segments import document_index, positions_from_segments
 from hybrid_jax.typing import Array, AttentionOut, Keys, Queries, SegmentIds, Values
@@ -147,6 +148,7 @@ class _Static:
     rep: int  # query heads per kv head
     blocks: BlockSizes
     interpret: bool
+    mosaic: bool = False  # forward on the Mosaic GPU kernel (mosaic_gpu.py), Hopper only
 
     @property
     def offset(self) -> int:
@@ -320,6 +322,8 @@ def _compiler_params(num_warps: int, num_stages: int) -> pltriton.CompilerParams
 def _forward(
     q: jax.Array, k: jax.Array, v: jax.Array, docs: tuple[jax.Array, ...], st: _Static
 ) -> tuple[jax.Array, jax.Array]:
+    if st.mosaic:
+        return _mosaic_forward(q, k, v, docs, st)
     b, tp, n, h = q.shape
     sp = k.shape[1]
     bq = st.blocks.block_q
@@ -352,6 +356,18 @@ def _forward(
         name="flash_attention_fwd",
     )(q, k, v, *docs)
     return o, lse
+
+
+def _mosaic_forward(
+    q: jax.Array, k: jax.Array, v: jax.Array, docs: tuple[jax.Array, ...], st: _Static
+) -> tuple[jax.Array, jax.Array]:
+    """The same (o, lse) from the warp-specialised Mosaic GPU kernel: the masks become
+    one interval of keys per query row (`mosaic_gpu.row_bounds`)."""
+    starts, ends = (docs[1], docs[2]) if st.segments else (None, None)
+    lo, hi = mosaic_gpu.row_bounds(q.shape[1], st.s, st.offset, st.t, causal=st.causal,
+                                   window=st.window, starts=starts, ends=ends,
+                                   batch=q.shape[0])
+    return mosaic_gpu.forward(q, k, v, lo, hi, scale=st.scale)
 
 
 # ------------------------------------------------------------------------ backward
@@ -506,6 +522,18 @@ def _document_bounds(segment_ids: SegmentIds, length: int) -> tuple[jax.Array, .
     return tuple(jnp.pad(x.astype(jnp.int32), pad, mode="edge") for x in (doc, start, end))
 
 
+def _use_mosaic(forward: str, q: jax.Array, k: jax.Array, interpret: bool) -> bool:
+    if forward not in ("auto", "triton", "mosaic"):
+        raise ValueError(f"forward must be 'auto', 'triton' or 'mosaic', got {forward!r}")
+    if forward == "triton":
+        return False
+    why_not = "interpret mode (no Mosaic GPU interpreter)" if interpret else \
+        mosaic_gpu.mosaic_unsupported_reason(q, k)
+    if forward == "mosaic" and why_not is not None:
+        raise ValueError(f"the Mosaic GPU forward cannot run these inputs: {why_not}")
+    return why_not is None
+
+
 def flash_attention(
     q: Queries,
     k: Keys,
@@ -517,6 +545,7 @@ def flash_attention(
     scale: float | None = None,
     block_sizes: BlockSizes | None = None,
     interpret: bool = False,
+    forward: str = "auto",
 ) -> AttentionOut:
     """softmax(q k^T * scale + mask) v with the masks of `reference.py`, differentiable.
 
@@ -525,6 +554,10 @@ def flash_attention(
       segment_ids: [b, s] document ids of the keys (the queries are the last t keys).
       block_sizes: tiles and launch parameters (defaults: `BlockSizes`, aimed at h = 128).
       interpret: run through the Pallas interpreter (any backend; slow, for tests).
+      forward: the forward kernel: "triton" (this module's), "mosaic" (the warp-
+        specialised Hopper kernel of `mosaic_gpu.py`: bf16 / fp16, head dim a multiple
+        of 64, compiled for a GPU of compute capability 9.x) or "auto" (mosaic where it
+        can run, else triton). The backward is always this module's Triton kernels.
     Returns:
       [b, t, n, h] in q's dtype.
     """
@@ -538,12 +571,17 @@ def flash_attention(
         raise ValueError(f"Pallas flash attention needs scale > 0 (the kernels fold it "
                          f"into the running max), got {scale}")
     blocks = block_sizes or default_block_sizes(q.dtype, h)
+    mosaic = _use_mosaic(forward, q, k, interpret)
     st = _Static(
         causal=causal, window=window, segments=segment_ids is not None,
         scale=float(h**-0.5 if scale is None else scale), t=t, s=s, rep=n // g,
-        blocks=blocks, interpret=interpret,
+        blocks=blocks, interpret=interpret, mosaic=mosaic,
     )
-    tp, sp = _round_up(t, blocks.q_multiple), _round_up(s, blocks.k_multiple)
+    q_mult, k_mult = blocks.q_multiple, blocks.k_multiple
+    if mosaic:  # powers of two: the larger is a multiple of both
+        mb = mosaic_gpu.MosaicBlocks()
+        q_mult, k_mult = max(q_mult, mb.q_multiple), max(k_mult, mb.block_k)
+    tp, sp = _round_up(t, q_mult), _round_up(s, k_mult)
     docs: tuple[Array, ...] = ()
     if segment_ids is not None:
         docs = _document_bounds(segment_ids, max(sp, s - t + tp))
