@@ -240,6 +240,25 @@ def test_gpu_realistic(dtype, dk, dv, packed):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
+@pytest.mark.parametrize("b,n,dk,dv", [
+    (2, 40, 128, 128),  # 80 heads: the reverse state pass in 128-wide V-blocks, 8 warps
+    (1, 30, 96, 192),  # the release's heads at B=1: 64-wide blocks (three of them)
+])
+@pytest.mark.parametrize("stages", [1, 3])
+def test_gpu_backward_defaults(b, n, dk, dv, stages):
+    """bf16's reverse state pass on `default_block_v_state_bwd`'s blocks, and the
+    gradient kernels at 1 (default) and 3 pipeline stages (opt-in until this passes on
+    a GPU), against the recurrent reference."""
+    inputs, h0 = make_inputs(n + dv, b=b, t=256, n=n, dk=dk, dv=dv, dtype=jnp.bfloat16)
+    cfg = gpu_config(*inputs[:3], scale=None, chunk=64, interpret=False, block_v=None)
+    assert cfg.block_v_state_bwd == (128 if n == 40 else 64)
+    errors = _check(_kernel("gpu", 64, num_stages_grads=stages), inputs, h0,
+                    _packed(b, 256, 3), jnp.bfloat16)
+    print(f"gpu backward defaults b={b} n={n} dk={dk} dv={dv} stages={stages}: "
+          + " ".join(f"{key}={err:.2e}" for key, err in errors.items()))
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
 @pytest.mark.parametrize("wy_block,dtype,dk,dv", [
     (16, jnp.bfloat16, 128, 128),
     (32, jnp.bfloat16, 96, 192),
@@ -351,7 +370,7 @@ def test_gpu_default_v_blocks():
         (32, 64, 128, 4)
     # The reverse state pass: the narrowest block whose programs fit one wave of SMs.
     assert (cfg.block_v_state_bwd, cfg.num_warps_state_bwd, cfg.num_stages_grads) == \
-        (32, 4, 3)  # 2 heads x 4 blocks
+        (32, 4, 1)  # 2 heads x 4 blocks
     assert default_block_v_state_bwd(128, 0, 4 * 32, 132) == 128  # 128 programs
     assert default_block_v_state_bwd(128, 0, 2 * 32, 132) == 64  # 128
     assert default_block_v_state_bwd(128, 0, 1 * 32, 132) == 32  # 128
@@ -361,4 +380,4 @@ def test_gpu_default_v_blocks():
     cfg = gpu_config(q.astype(f32), k.astype(f32), v.astype(f32), scale=None, chunk=64,
                      interpret=False, block_v=None)
     assert (cfg.block_v_state_bwd, cfg.num_warps_state_bwd, cfg.num_stages_grads) == \
-        (0, 0, 1)  # fp32: as the forward, one stage
+        (0, 0, 1)  # fp32: as the forward
