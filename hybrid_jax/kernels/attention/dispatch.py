@@ -6,7 +6,7 @@
             causal or causal + left window, bf16/fp16, no segment ids.
     pallas  Pallas flash attention (`pallas_gpu.py`): every mask, segment ids
             included, GQA, head dims that are powers of two; Triton kernels, and on
-            Hopper GPUs (bf16 / fp16, head dims multiples of 64) the forward of
+            Hopper GPUs (bf16 / fp16, head dims 64 / 128) the forward of
             `mosaic_gpu.py`.
     splash  TPU splash attention (`splash.py`), shard_map-ed over the active mesh.
     auto    GPU: cudnn where it applies (no segment ids), else pallas, else xla;

@@ -21,8 +21,8 @@ one long one, as in the Triton kernel.
 
 Contract: that of `pallas_gpu._forward` (o and the base-2 log-sum-exp [b, n, t] of the
 scaled logits, +inf for a row that sees no key), so the Triton backward runs on its
-outputs. Inputs: bf16 or fp16, head dim a multiple of 64, t a multiple of 2 x block_q
-and s of block_k (the caller pads). Forward only; GPU only (no interpreter for Mosaic
+outputs. Inputs: bf16 or fp16, head dim 64 or 128, t a multiple of 2 x block_q and s
+of block_k (the caller pads). Forward only; GPU only (no interpreter for Mosaic
 GPU in jax 0.10), tested on the GPU machine (tests/kernels/test_attention_mosaic.py).
 """
 
@@ -57,8 +57,8 @@ def mosaic_unsupported_reason(q: jax.Array, k: jax.Array) -> str | None:
     """Why this kernel cannot run these inputs here, or None if it can."""
     if q.dtype not in (jnp.bfloat16, jnp.float16) or k.dtype != q.dtype:
         return f"dtypes {q.dtype}/{k.dtype} (needs bfloat16 or float16, all equal)"
-    if q.shape[-1] % 64 or q.shape[-1] > 256:
-        return f"head dim {q.shape[-1]} (needs a multiple of 64, at most 256)"
+    if q.shape[-1] not in (64, 128):  # 256 would not fit its K/V slots in shared memory
+        return f"head dim {q.shape[-1]} (needs 64 or 128)"
     dev = jax.devices()[0]
     if dev.platform != "gpu":
         return f"backend {dev.platform} (Mosaic GPU needs a GPU)"

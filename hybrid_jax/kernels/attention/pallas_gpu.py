@@ -57,6 +57,7 @@ from jax.experimental.pallas import triton as pltriton
 
 from hybrid_jax.kernels.attention import mosaic_gpu
 from hybrid_jax.kernels.attention.reference import check_attention_args
+from hybrid_jax.kernels.impl import announce
 from hybrid_jax.segments import document_index, positions_from_segments
 from hybrid_jax.typing import Array, AttentionOut, Keys, Queries, SegmentIds, Values
 
@@ -531,6 +532,9 @@ def _use_mosaic(forward: str, q: jax.Array, k: jax.Array, interpret: bool) -> bo
         mosaic_gpu.mosaic_unsupported_reason(q, k)
     if forward == "mosaic" and why_not is not None:
         raise ValueError(f"the Mosaic GPU forward cannot run these inputs: {why_not}")
+    if not interpret:
+        announce("flash attention forward", "triton" if why_not else "mosaic",
+                 why_not or "Hopper GPU, bf16/fp16, head dim 64 or 128")
     return why_not is None
 
 
@@ -555,8 +559,8 @@ def flash_attention(
       block_sizes: tiles and launch parameters (defaults: `BlockSizes`, aimed at h = 128).
       interpret: run through the Pallas interpreter (any backend; slow, for tests).
       forward: the forward kernel: "triton" (this module's), "mosaic" (the warp-
-        specialised Hopper kernel of `mosaic_gpu.py`: bf16 / fp16, head dim a multiple
-        of 64, compiled for a GPU of compute capability 9.x) or "auto" (mosaic where it
+        specialised Hopper kernel of `mosaic_gpu.py`: bf16 / fp16, head dim 64 or 128,
+        compiled for a GPU of compute capability 9.x) or "auto" (mosaic where it
         can run, else triton). The backward is always this module's Triton kernels.
     Returns:
       [b, t, n, h] in q's dtype.
