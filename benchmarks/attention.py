@@ -249,7 +249,7 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=32)
     ap.add_argument("--head_dim", type=int, default=128)
     ap.add_argument("--window", type=int, default=4096)
-    ap.add_argument("--impls", default="pallas,cudnn,xla")
+    ap.add_argument("--impls", default="pallas,pallas_triton,cudnn,xla")
     ap.add_argument("--sweep", action="store_true", help="block-size sweep only")
     ap.add_argument("--sweep_fwd", default="",
                     help="forward configs 'block_q,block_k,num_warps,num_stages;...'")

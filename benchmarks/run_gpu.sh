@@ -7,10 +7,11 @@
 # Stages:
 #   compile    compile seconds of the 7B scorers at depths 4 / 8 / 16 (abstract params)
 #   gdn        GDN kernels vs fla vs cuDNN attention, T = 2k..16k, plus a per-kernel breakdown
-#   attention  Pallas attention vs cuDNN vs XLA, T = 4k..32k, windows and segments
+#   attention  Pallas attention (Mosaic and Triton forwards) vs cuDNN vs XLA, T = 4k..32k,
+#              windows and segments
 #   scoring    7B scoring, hybrid_jax vs transformers, both release shapes, one and two
-#              8192-token windows per call (and one with the segment ids kept), and the
-#              ratio table
+#              8192-token windows per call (and one with the segment ids kept), the
+#              ratio table, and the hybrid_jax scorers' device-time profiles
 #   train      training tokens/s and MFU, 60M..1B presets, the three architectures
 #   train_remat  the same for 370M and 1B with each block rematerialised
 #   gdn_release  GDN at the Olmo Hybrid 7B head shape (30 heads, K 96, V 192), T = 8192,
@@ -22,12 +23,12 @@
 #                MLP, kernel; attention with and without segment ids), summed over
 #                the layer pattern beside the scorer's window time
 #   loss_chunk   1B transformer training step, full logits vs 256-position pieces
-#   gpu_tests    the kernel tests on the compiled Triton kernels (GDN and attention)
+#   gpu_tests    the kernel tests on the compiled kernels (GDN and attention, Triton and Mosaic)
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
 # the gdn stage (FLA_FLASH_QLA=0 is set here), transformers for the scoring stage.
 set -euo pipefail
 
-if [[ $# -lt 2 ]]; then sed -n '2,20p' "$0"; exit 2; fi
+if [[ $# -lt 2 ]]; then awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 2; fi
 out=$1; shift
 for stage in "$@"; do
   case $stage in
@@ -53,7 +54,8 @@ for stage in "$@"; do
     scoring)
       for model in olmo3_7b olmo_hybrid_7b; do
         for impl in jax hf; do
-          "$py" "$here/scoring.py" --impl=$impl --model=$model --batch=1,2 \
+          profile=$([[ $impl == jax ]] && echo --profile || true)
+          "$py" "$here/scoring.py" --impl=$impl --model=$model --batch=1,2 $profile \
             --out="$out/scoring_${impl}_${model}.json" || echo "scoring $impl $model failed"
           if [[ $impl == jax ]]; then  # the same windows with their segment ids kept
             "$py" "$here/scoring.py" --impl=jax --model=$model --segments=given \
@@ -94,6 +96,7 @@ for stage in "$@"; do
       # TPU-kernel and splash cases run in interpret mode anywhere: CI covers them.
       (cd "$here/.." && "$py" -m pytest -q -p no:cacheprovider -o addopts="" \
         -k "not tpu and not splash" tests/kernels/test_gdn_pallas.py tests/kernels/test_attention_pallas.py \
-        tests/kernels/test_attention.py) | tee "$out/gpu_tests.txt" ;;
+        tests/kernels/test_attention_mosaic.py tests/kernels/test_attention.py) \
+        | tee "$out/gpu_tests.txt" ;;
   esac
 done
