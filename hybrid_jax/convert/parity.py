@@ -104,7 +104,15 @@ def jax_layer_outputs(model: Any, tokens: Tokens,
         ins, outs = [], []
         for i, block in enumerate(m.layers):
             if feed is not None:
-                x = feed[i].astype(m.cfg.compute_dtype)
+                # "+ 0 * x" makes block i wait for block i-1 (the value is feed[i]
+                # exactly while the activations are finite), so that XLA runs the
+                # blocks one after another as in the chained reading. With the blocks
+                # independent, XLA:CPU ran them concurrently and the execution hung
+                # now and then (jax 0.10.2 on 2 cores: every worker thread idle, the
+                # caller waiting; 2 of 3 runs of the hybrid parity test with
+                # OMP_NUM_THREADS=1, 0 of 5 with this). An optimization_barrier does
+                # not order them (6 of 6 hung).
+                x = feed[i].astype(m.cfg.compute_dtype) + 0 * x
             ins.append(x)
             x = block(x, positions=positions, segment_ids=None)
             outs.append(x)
