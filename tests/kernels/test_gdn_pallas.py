@@ -247,8 +247,8 @@ def test_gpu_realistic(dtype, dk, dv, packed):
 @pytest.mark.parametrize("stages", [1, 3])
 def test_gpu_backward_defaults(b, n, dk, dv, stages):
     """bf16's reverse state pass on `default_block_v_state_bwd`'s blocks, and the
-    gradient kernels at 1 (default) and 3 pipeline stages (opt-in until this passes on
-    a GPU), against the recurrent reference."""
+    gradient kernels at 1 and 3 (the default) pipeline stages, against the recurrent
+    reference."""
     inputs, h0 = make_inputs(n + dv, b=b, t=256, n=n, dk=dk, dv=dv, dtype=jnp.bfloat16)
     cfg = gpu_config(*inputs[:3], scale=None, chunk=64, interpret=False, block_v=None)
     assert cfg.block_v_state_bwd == (128 if n == 40 else 64)
@@ -370,7 +370,7 @@ def test_gpu_default_v_blocks():
         (32, 64, 128, 4)
     # The reverse state pass: the narrowest block whose programs fit one wave of SMs.
     assert (cfg.block_v_state_bwd, cfg.num_warps_state_bwd, cfg.num_stages_grads) == \
-        (32, 4, 1)  # 2 heads x 4 blocks
+        (32, 4, 3)  # 2 heads x 4 blocks
     assert default_block_v_state_bwd(128, 0, 4 * 32, 132) == 128  # 128 programs
     assert default_block_v_state_bwd(128, 0, 2 * 32, 132) == 64  # 128
     assert default_block_v_state_bwd(128, 0, 1 * 32, 132) == 32  # 128

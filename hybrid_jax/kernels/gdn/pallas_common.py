@@ -80,7 +80,7 @@ class KernelConfig:
     num_warps_state: int = 8  # GPU: the two sequential state passes
     num_warps_grads: int = 8  # GPU: the per-chunk gradient kernel
     num_stages_state: int = 2  # GPU: software-pipelining depth of the state passes
-    num_stages_grads: int = 1  # GPU: software-pipelining depth of the gradient kernels
+    num_stages_grads: int = 1  # GPU: software-pipelining depth of the gradient kernels (bf16: 3)
     block_v_state_bwd: int = 0  # GPU: V-block of the reverse state pass (0: block_v)
     num_warps_state_bwd: int = 0  # GPU: its warps (0: num_warps_state)
     block_v_grads: int = 0  # GPU: V-block of the gradient kernels (0: block_v)

@@ -36,7 +36,13 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 writes dk, dv and dbeta. Both walk V in blocks of BV, in a loop
                 rather than unrolled (`pallas_common.over_v_blocks`; offline sm_90a,
                 bf16, at the release's padded 128 / 256: spills 412 / 532 B -> 104 /
-                212 B; at 128 / 128 grads_wy 260 -> 132 B).
+                212 B; at 128 / 128 grads_wy 260 -> 132 B). One kernel doing both
+                halves (so that dk, dgamma of the first stay on chip and the chunk's
+                states are read once) was tried and is no faster: 1.656 vs 1.681 ms at
+                B=4 T=4096 H=32 K=V=128, 2.608 vs 2.561 ms fwd+bwd at the release's
+                heads, B=1 T=8192 (H100, 3 stages; offline sm_90a it spills 648-736 B:
+                the first half's [C, K] dk is live across the second half's loop;
+                benchmarks/results/h100_gdn_fused_grads.json).
 
 V-blocks (`default_block_v`): the state passes and the gradient kernels walk V in blocks
 of 64, the state passes (bf16) in 32 where batch x heads leaves fewer than 128 programs
@@ -373,12 +379,12 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
                          f"({chunk}), got {wy_block}")
     tuning.setdefault("block_v_grads", default_block_v(dtype, v.shape[-1], pad_v))
     if dtype == jnp.bfloat16:  # fp32 keeps the forward's V-blocks (untimed)
-        # num_stages_grads=3 (pipelined loads in the gradient kernels) took 0.13-0.17 ms
-        # off forward+backward at every shape measured (H100; results/
-        # h100_gdn_bwd_tuning.json), but its gradients are not yet checked on a GPU
-        # (tests/kernels/test_gdn_pallas.py::test_gpu_backward_defaults; Triton has
-        # miscompiled pipelined Hopper kernels of this kind before, fla #640): opt-in
-        # until then, the default stays 1.
+        # Three pipelined stages of the gradient kernels' loads took 0.13-0.17 ms off
+        # forward+backward at every shape measured (H100; results/
+        # h100_gdn_bwd_tuning.json; 4 stages: no faster, h100_gdn_grads_sweep.json), and
+        # their gradients match the reference on an H100 (test_gpu_backward_defaults;
+        # Triton has miscompiled pipelined Hopper kernels of this kind before, fla #640).
+        tuning.setdefault("num_stages_grads", 3)
         bv_bwd = tuning.setdefault("block_v_state_bwd", default_block_v_state_bwd(
             v.shape[-1], pad_v, q.shape[0] * q.shape[2], num_sms()))
         tuning.setdefault("num_warps_state_bwd", 8 if bv_bwd >= 128 else 4)
