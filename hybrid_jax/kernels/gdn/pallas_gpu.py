@@ -42,7 +42,9 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 B=4 T=4096 H=32 K=V=128, 2.608 vs 2.561 ms fwd+bwd at the release's
                 heads, B=1 T=8192 (H100, 3 stages; offline sm_90a it spills 648-736 B:
                 the first half's [C, K] dk is live across the second half's loop;
-                benchmarks/results/h100_gdn_fused_grads.json). Nor were 2 to 16 chunks
+                benchmarks/results/h100_gdn_fused_grads.json; with the two halves'
+                V-walks split into four loops of fewer accumulators it still spilled
+                460 B and took 2.1 ms). Nor were 2 to 16 chunks
                 per program in a loop the pipeliner prefetches across (1.89 ms;
                 h100_gdn_grads_chunks.json), 4 / 16 warps or 4 stages
                 (h100_gdn_grads_sweep.json).
