@@ -41,7 +41,7 @@ from hybrid_jax.train.step import make_train_step
 
 
 def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: bool,
-          gdn_impl: str, loss_chunk: int) -> dict:
+          gdn_impl: str, loss_chunk: int, profile: bool = False) -> dict:
     cfg = research_model(arch, size, dtype="bfloat16", param_dtype="float32", remat=remat,
                          gdn_impl=gdn_impl)
     mesh = make_mesh({"data": -1})
@@ -66,6 +66,15 @@ def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: 
             state, m = step(state, data)
             jax.block_until_ready(m["loss"])
             times.append(time.perf_counter() - t0)
+        if profile:  # the step donates its state: thread it through the traced calls
+            from op_profile import profile_ops  # benchmarks/ is on sys.path as a script
+
+            def one_step():
+                nonlocal state
+                state, metrics = step(state, data)
+                return metrics["loss"]
+
+            prof = profile_ops(one_step)
     dt = statistics.median(times)
     tok_s = batch * seq_len / dt
     peak = peak_flops_per_device()
@@ -77,6 +86,7 @@ def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: 
         "compile_s": compile_s, "loss": float(m["loss"]), "remat": remat,
         "loss_chunk": loss_chunk,
         "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
+        **({"profile": prof} if profile else {}),
     }
 
 
@@ -85,7 +95,7 @@ def run_isolated(arch: str, size: str, args: argparse.Namespace) -> dict:
     flags = [f"--archs={arch}", f"--sizes={size}", f"--seq_len={args.seq_len}",
              f"--batch={args.batch}", f"--steps={args.steps}", f"--gdn_impl={args.gdn_impl}",
              f"--loss_chunk={args.loss_chunk}",
-             *(["--remat"] if args.remat else [])]
+             *(["--remat"] if args.remat else []), *(["--profile"] if args.profile else [])]
     return run_row(__file__, flags, timeout_s=args.timeout_s,
                    ident={"arch": arch, "size": size})
 
@@ -101,6 +111,9 @@ def main() -> None:
     p.add_argument("--gdn_impl", default="auto")
     p.add_argument("--loss_chunk", type=int, default=256,
                    help="LM-head positions per piece; 0: full logits (train.loss_chunk)")
+    p.add_argument("--profile", action="store_true",
+                   help="also trace a few steps and print their device time by kernel and "
+                        "category (op_profile.py); kept in the JSON rows")
     p.add_argument("--out", default="train_throughput.json")
     p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
                    help="one process per (arch, size)")
@@ -116,7 +129,7 @@ def main() -> None:
                 try:
                     r = bench(arch, size, seq_len=args.seq_len, batch=args.batch,
                               steps=args.steps, remat=args.remat, gdn_impl=args.gdn_impl,
-                              loss_chunk=args.loss_chunk)
+                              loss_chunk=args.loss_chunk, profile=args.profile)
                 except Exception as e:  # e.g. out of memory: report and go on
                     r = {"arch": arch, "size": size, "error": f"{type(e).__name__}: {e}"[:300]}
             if "error" in r:
@@ -125,6 +138,9 @@ def main() -> None:
                 mfu = "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
                 print(f"{arch:<12}{size:<6}{r['params']:>12,}{r['tokens_per_s_per_device']:>12,.0f}"
                       f"{mfu:>8}{r['compile_s']:>8.0f}s", flush=True)
+                if "profile" in r:
+                    from op_profile import print_profile
+                    print_profile(r["profile"])
             results.append(r)
             with open(args.out, "w") as f:
                 json.dump(results, f, indent=2)

@@ -3,6 +3,8 @@ scoring share."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -34,40 +36,87 @@ def chunked_token_nll_and_log_z(
     h_btd: Float[Array, "b t d"], w_dv: Float[Array, "d v"], targets: Int[Array, "b t"],
     *, seq_chunk: int = 256,
 ) -> tuple[Float[Array, "b t"], Float[Array, "b t"]]:
-    """`token_nll_and_log_z` of the logits h @ w, `seq_chunk` positions of every row at
-    a time: the [b, chunk, vocab] float32 logits exist for one chunk only, in the
+    """`token_nll_and_log_z` of the logits h @ w (float32 accumulation), `seq_chunk`
+    positions of every row at a time, with its own backward (`_head_loss`).
+
+    Memory: the [b, chunk, vocab] float32 logits exist for one chunk only, in the
     forward and, recomputed, in the backward (a 100k vocabulary at 4 x 4096 tokens
     would otherwise hold several 6.6 GB float32 arrays for the gradient). Chunks run
-    along the sequence, so a batch sharded over devices stays sharded. The projection
-    is cast to h's dtype inside each chunk, so its gradient sums over chunks in its own
-    (float32) dtype. Measured, XLA's buffer assignment on CPU for loss and gradients at
-    b 4, t 4096, d 2048, vocab 100352: 13.1 GiB of temporaries with full logits, 2.5 GiB
-    with 256-position chunks (1024: 5.6 vs 8.5 GiB for a whole 60M training step at
-    4 x 2048; 256: 3.3). `seq_chunk=0` computes the full logits at once instead (no
-    recomputation; the trainer's `train.loss_chunk`)."""
+    along the sequence, so a batch sharded over devices stays sharded. Measured, XLA's
+    buffer assignment on CPU for loss and gradients at b 4, t 4096, d 2048, vocab
+    100352: 13.1 GiB of temporaries with full logits, 2.5 GiB with 256-position chunks
+    (1024: 5.6 vs 8.5 GiB for a whole 60M training step at 4 x 2048; 256: 3.3).
+    `seq_chunk=0` computes the full logits at once instead and keeps them for the
+    backward (no recomputation; the trainer's `train.loss_chunk`).
+
+    Precision: w is cast to h's dtype once per pass (not per chunk); the logits and
+    softmax are float32; the logits' gradient is cast to h's dtype for the two backward
+    products (as autodiff of a bf16 model does for every other layer), which accumulate
+    in float32, and dw sums over chunks in float32 (w's dtype). With autodiff instead,
+    the float32 logit gradient turned both backward products into float32 (TF32) GEMMs
+    and w was converted three times per chunk: on an H100 those took ~33 ms of a 149 ms
+    training step of the 370M transformer (benchmarks/train_throughput.py --profile).
+    """
     b, t, d = h_btd.shape
     if seq_chunk < 0:
         raise ValueError(f"seq_chunk must be >= 0 (0: full logits), got {seq_chunk}")
-    if seq_chunk == 0:  # one piece, nothing recomputed: faster, [b, t, vocab] in memory
-        logits = jnp.einsum("btd,dv->btv", h_btd, w_dv.astype(h_btd.dtype),
-                            preferred_element_type=jnp.float32)
-        return token_nll_and_log_z(logits, targets)
-    chunk = min(seq_chunk, t)
+    chunk = t if seq_chunk == 0 else min(seq_chunk, t)
     num = -(-t // chunk)
     pad = num * chunk - t
-    h = jnp.pad(h_btd, ((0, 0), (0, pad), (0, 0))).reshape(b, num, chunk, d)
-    tg = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, num, chunk)
-
-    @jax.checkpoint
-    def one_chunk(_, xs):
-        h_c, t_c = xs
-        logits = jnp.einsum("bcd,dv->bcv", h_c, w_dv.astype(h_c.dtype),
-                            preferred_element_type=jnp.float32)
-        return None, token_nll_and_log_z(logits, t_c)
-
-    _, (nll, log_z) = jax.lax.scan(one_chunk, None, (h.swapaxes(0, 1), tg.swapaxes(0, 1)))
+    h = jnp.pad(h_btd, ((0, 0), (0, pad), (0, 0))).reshape(b, num, chunk, d).swapaxes(0, 1)
+    tg = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, num, chunk).swapaxes(0, 1)
+    nll, log_z = _head_loss(h, w_dv, tg, seq_chunk == 0)
     return (nll.swapaxes(0, 1).reshape(b, num * chunk)[:, :t],
             log_z.swapaxes(0, 1).reshape(b, num * chunk)[:, :t])
+
+
+def _logits(h_c, w_c):
+    return jnp.einsum("bcd,dv->bcv", h_c, w_c, preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _head_loss(h, w, targets, keep_logits: bool):
+    """(nll, log Z) [n, b, c] of the chunks h [n, b, c, d] (scanned over n), targets
+    [n, b, c]; `keep_logits`: save the float32 logits for the backward (one chunk)."""
+    return _head_loss_fwd(h, w, targets, keep_logits)[0]
+
+
+def _head_loss_fwd(h, w, targets, keep_logits):
+    w_c = w.astype(h.dtype)
+
+    def one_chunk(_, xs):
+        h_c, t_c = xs
+        logits = _logits(h_c, w_c)
+        nll, log_z = token_nll_and_log_z(logits, t_c)
+        return None, (nll, log_z, logits if keep_logits else None)
+
+    _, (nll, log_z, logits) = jax.lax.scan(one_chunk, None, (h, targets))
+    return (nll, log_z), (h, w, targets, log_z, logits)
+
+
+def _head_loss_bwd(keep_logits, res, cts):
+    h, w, targets, log_z, kept = res
+    g_nll, g_log_z = cts
+    w_c = w.astype(h.dtype)
+
+    def one_chunk(dw, xs):
+        h_c, t_c, lz_c, gn_c, gz_c, logits = xs
+        if logits is None:
+            logits = _logits(h_c, w_c)
+        # d nll / d logits = softmax - onehot(target); d log Z / d logits = softmax
+        p = jnp.exp(logits - lz_c[..., None])
+        onehot = jax.nn.one_hot(t_c, logits.shape[-1], dtype=jnp.float32)
+        dlogits = ((gn_c + gz_c)[..., None] * p - gn_c[..., None] * onehot).astype(h.dtype)
+        dh_c = jnp.einsum("bcv,dv->bcd", dlogits, w_c, preferred_element_type=jnp.float32)
+        dw = dw + jnp.einsum("bcd,bcv->dv", h_c, dlogits, preferred_element_type=jnp.float32)
+        return dw, dh_c.astype(h.dtype)
+
+    dw, dh = jax.lax.scan(one_chunk, jnp.zeros(w.shape, jnp.float32),
+                          (h, targets, log_z, g_nll, g_log_z, kept))
+    return dh, dw.astype(w.dtype), None
+
+
+_head_loss.defvjp(_head_loss_fwd, _head_loss_bwd)
 
 
 def masked_mean(values: Float[Array, "b t"], mask: Array) -> Float[Array, ""]:

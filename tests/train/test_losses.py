@@ -42,6 +42,31 @@ def test_chunked_loss_equals_full_logits(t, seq_chunk):
         np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("seq_chunk", [16, 0])
+def test_bf16_head_gradients_close_to_float32(seq_chunk):
+    """bf16 hidden states (the training dtype) with float32 weights: the head's own
+    backward casts the logits' gradient to bf16 for its two products; the gradients
+    stay within bf16 rounding of the float32 ones, in the inputs' dtypes."""
+    b, t, d, v = 2, 40, 32, 300
+    kh, kw, kt = jax.random.split(jax.random.key(7), 3)
+    h = jax.random.normal(kh, (b, t, d))
+    w = jax.random.normal(kw, (d, v)) * 0.2
+    targets = jax.random.randint(kt, (b, t), 0, v)
+    weights = jax.random.uniform(kt, (b, t))
+
+    def objective(h, w):
+        nll, log_z = chunked_token_nll_and_log_z(h, w, targets, seq_chunk=seq_chunk)
+        return jnp.sum(weights * (nll + 1e-2 * log_z**2))
+
+    h16 = h.astype(jnp.bfloat16)
+    dh, dw = jax.grad(objective, (0, 1))(h16, w)
+    assert dh.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
+    ref_h, ref_w = jax.grad(objective, (0, 1))(h16.astype(jnp.float32), w)
+    for g, r in ((dh, ref_h), (dw, ref_w)):
+        err = np.linalg.norm(np.asarray(g, np.float32) - r) / np.linalg.norm(r)
+        assert err < 1e-2, err
+
+
 def test_chunked_loss_keeps_one_chunk_of_logits():
     """XLA's buffer assignment for loss + gradients: the chunked head's temporaries
     are a fraction of the full logits' (which hold several [b, t, vocab] float32)."""
