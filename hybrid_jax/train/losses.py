@@ -56,6 +56,9 @@ def chunked_token_nll_and_log_z(
     the float32 logit gradient turned both backward products into float32 (TF32) GEMMs
     and w was converted three times per chunk: on an H100 those took ~33 ms of a 149 ms
     training step of the 370M transformer (benchmarks/train_throughput.py --profile).
+    The training step itself uses `chunked_head_objective` (same chunks and precision,
+    the gradient formed in the forward pass); this function serves the eval step and
+    objectives built on per-token losses.
     """
     b, t, d = h_btd.shape
     if seq_chunk < 0:
@@ -117,6 +120,83 @@ def _head_loss_bwd(keep_logits, res, cts):
 
 
 _head_loss.defvjp(_head_loss_fwd, _head_loss_bwd)
+
+
+def chunked_head_objective(
+    h_btd: Float[Array, "b t d"], w_dv: Float[Array, "d v"], targets: Int[Array, "b t"],
+    mask: Float[Array, "b t"], *, z_loss: float, seq_chunk: int = 256,
+) -> tuple[Float[Array, ""], tuple[Float[Array, ""], Float[Array, ""]]]:
+    """The training objective of the LM head, sum(mask nll) + z_loss sum(mask log Z^2),
+    and (that nll sum, that log Z^2 sum) as values only (gradients stopped).
+
+    The same logits, chunks and precision as `chunked_token_nll_and_log_z`, but the
+    gradient is formed in the forward pass: the objective's cotangents with respect to
+    the logits are known there (mask and z-loss), so each chunk's logits are computed
+    once and dh, dw come out of the same pass; the backward only scales them by the
+    objective's cotangent. Saves the backward's recomputation of the logits and one
+    write and read of them, at the price of dw ([d, vocab], float32) held from the
+    forward to the backward.
+    """
+    if seq_chunk < 0:
+        raise ValueError(f"seq_chunk must be >= 0 (0: full logits), got {seq_chunk}")
+    h, tg, m = _as_chunks(seq_chunk, h_btd, targets, mask.astype(jnp.float32))
+    objective, nll_sum, z_sum = _head_objective(h, w_dv, tg, m, float(z_loss))
+    return objective, (jax.lax.stop_gradient(nll_sum), jax.lax.stop_gradient(z_sum))
+
+
+def _as_chunks(seq_chunk: int, h_btd, *per_token):
+    """[b, t, ...] -> [n, b, c, ...] chunks of `seq_chunk` positions (0: one chunk),
+    zero-padded at the end of t."""
+    b, t = h_btd.shape[:2]
+    chunk = t if seq_chunk == 0 else min(seq_chunk, t)
+    num = -(-t // chunk)
+
+    def split(x):
+        x = jnp.pad(x, ((0, 0), (0, num * chunk - t)) + ((0, 0),) * (x.ndim - 2))
+        return x.reshape(b, num, chunk, *x.shape[2:]).swapaxes(0, 1)
+
+    return tuple(split(x) for x in (h_btd, *per_token))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _head_objective(h, w, targets, mask, z_loss: float):
+    """(objective, nll sum, log Z^2 sum) of chunks h [n, b, c, d]; see
+    `chunked_head_objective` (which stops the gradients of the two sums)."""
+    return _head_objective_fwd(h, w, targets, mask, z_loss)[0]
+
+
+def _head_objective_fwd(h, w, targets, mask, z_loss):
+    w_c = w.astype(h.dtype)
+
+    def one_chunk(carry, xs):
+        dw, nll_sum, z_sum = carry
+        h_c, t_c, m_c = xs
+        logits = _logits(h_c, w_c)
+        nll, log_z = token_nll_and_log_z(logits, t_c)
+        p = jnp.exp(logits - log_z[..., None])
+        onehot = jax.nn.one_hot(t_c, logits.shape[-1], dtype=jnp.float32)
+        g_log_z = m_c * (1.0 + 2.0 * z_loss * log_z)  # d objective / d log Z
+        dlogits = (g_log_z[..., None] * p - m_c[..., None] * onehot).astype(h.dtype)
+        dh_c = jnp.einsum("bcv,dv->bcd", dlogits, w_c, preferred_element_type=jnp.float32)
+        dw = dw + jnp.einsum("bcd,bcv->dv", h_c, dlogits, preferred_element_type=jnp.float32)
+        carry = (dw, nll_sum + jnp.sum(nll * m_c), z_sum + jnp.sum(jnp.square(log_z) * m_c))
+        return carry, dh_c.astype(h.dtype)
+
+    zero = jnp.zeros((), jnp.float32)
+    (dw, nll_sum, z_sum), dh = jax.lax.scan(
+        one_chunk, (jnp.zeros(w.shape, jnp.float32), zero, zero), (h, targets, mask))
+    return (nll_sum + z_loss * z_sum, nll_sum, z_sum), (dh, dw.astype(w.dtype))
+
+
+def _head_objective_bwd(z_loss, res, cts):
+    del z_loss
+    dh, dw = res
+    ct = cts[0]  # the two sums reach callers only through stop_gradient: no cotangent
+    return ((ct * dh.astype(jnp.float32)).astype(dh.dtype), (ct * dw).astype(dw.dtype),
+            None, None)
+
+
+_head_objective.defvjp(_head_objective_fwd, _head_objective_bwd)
 
 
 def masked_mean(values: Float[Array, "b t"], mask: Array) -> Float[Array, ""]:

@@ -20,7 +20,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from hybrid_jax.data.batch import Batch
 from hybrid_jax.sharding import global_from_replicated_host
-from hybrid_jax.train.losses import chunked_token_nll_and_log_z
+from hybrid_jax.train.losses import chunked_head_objective, chunked_token_nll_and_log_z
 from hybrid_jax.train.state import TrainState
 
 Metrics = dict[str, jax.Array]
@@ -31,12 +31,10 @@ def _sums(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, z_loss: float
     """(objective sum, (nll sum, z sum, target count)) over one (micro-)batch."""
     model = nnx.merge(graphdef, params)
     h = model.hidden_states(batch.inputs, segment_ids=batch.segment_ids)
-    nll, log_z = chunked_token_nll_and_log_z(h, model.output_weights(), batch.targets,
-                                             seq_chunk=loss_chunk)
     mask = batch.loss_mask.astype(jnp.float32)
-    nll_sum = jnp.sum(nll * mask)
-    z_sum = jnp.sum(jnp.square(log_z) * mask)
-    return nll_sum + z_loss * z_sum, (nll_sum, z_sum, jnp.sum(mask))
+    objective, (nll_sum, z_sum) = chunked_head_objective(
+        h, model.output_weights(), batch.targets, mask, z_loss=z_loss, seq_chunk=loss_chunk)
+    return objective, (nll_sum, z_sum, jnp.sum(mask))
 
 
 def make_train_step(
@@ -52,7 +50,7 @@ def make_train_step(
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """A jitted `step(state, batch) -> (state, metrics)`; `state` is donated.
 
-    `loss_chunk`: positions per piece of the LM head's logits (`chunked_token_nll_and_log_z`;
+    `loss_chunk`: positions per piece of the LM head's logits (`chunked_head_objective`;
     0: the full logits at once, faster where they fit).
     Metrics: loss (mean nats per target), z_loss, grad_norm, lr, tokens.
     """

@@ -7,7 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybrid_jax.train.losses import chunked_token_nll_and_log_z, token_nll_and_log_z
+from hybrid_jax.train.losses import (
+    chunked_head_objective,
+    chunked_token_nll_and_log_z,
+    token_nll_and_log_z,
+)
 
 
 def full(h, w, targets):
@@ -67,6 +71,46 @@ def test_bf16_head_gradients_close_to_float32(seq_chunk):
         assert err < 1e-2, err
 
 
+@pytest.mark.parametrize("dtype,t,seq_chunk", [(jnp.float32, 37, 8), (jnp.float32, 12, 0),
+                                               (jnp.bfloat16, 40, 16)])
+def test_head_objective_equals_the_loss_and_its_gradient(dtype, t, seq_chunk):
+    """The objective with its gradient formed in the forward pass: the same value, sums
+    and gradients as autodiff of the full logits' masked nll + z-loss (float32 exactly;
+    bf16 hidden states within bf16 rounding); its two sums carry no gradient."""
+    b, d, v, z_loss = 2, 16, 70, 1e-2
+    kh, kw, kt, km = jax.random.split(jax.random.key(t), 4)
+    h = jax.random.normal(kh, (b, t, d))
+    w = jax.random.normal(kw, (d, v)) * 0.5
+    targets = jax.random.randint(kt, (b, t), 0, v)
+    mask = (jax.random.uniform(km, (b, t)) < 0.8).astype(jnp.float32)
+
+    def reference(h, w):
+        nll, log_z = full(h, w, targets)
+        return jnp.sum(mask * nll) + z_loss * jnp.sum(mask * log_z**2), (
+            jnp.sum(mask * nll), jnp.sum(mask * log_z**2))
+
+    def ours(h, w):
+        return chunked_head_objective(h, w, targets, mask, z_loss=z_loss, seq_chunk=seq_chunk)
+
+    x = h.astype(dtype)
+    (obj, sums), grads = jax.value_and_grad(ours, (0, 1), has_aux=True)(x, w)
+    (ref_obj, ref_sums), ref_grads = jax.value_and_grad(reference, (0, 1), has_aux=True)(
+        x.astype(jnp.float32), w)
+    tol = 1e-5 if dtype == jnp.float32 else 1e-2
+    np.testing.assert_allclose(obj, ref_obj, rtol=tol)
+    np.testing.assert_allclose(sums, ref_sums, rtol=tol)
+    assert grads[0].dtype == dtype and grads[1].dtype == jnp.float32
+    for g, r in zip(grads, ref_grads):
+        err = np.linalg.norm(np.asarray(g, np.float32) - r) / np.linalg.norm(r)
+        assert err < tol, err
+    # A cotangent other than 1 scales the gradient.
+    g2 = jax.grad(lambda *a: 2.5 * ours(*a)[0], (0, 1))(x, w)
+    np.testing.assert_allclose(np.asarray(g2[1]), 2.5 * np.asarray(grads[1]), rtol=1e-5)
+    # The sums are values only.
+    g_sum = jax.grad(lambda *a: ours(*a)[1][0], (0, 1))(x, w)
+    assert all(float(jnp.abs(g.astype(jnp.float32)).max()) == 0.0 for g in g_sum)
+
+
 def test_chunked_loss_keeps_one_chunk_of_logits():
     """XLA's buffer assignment for loss + gradients: the chunked head's temporaries
     are a fraction of the full logits' (which hold several [b, t, vocab] float32)."""
@@ -87,6 +131,12 @@ def test_chunked_loss_keeps_one_chunk_of_logits():
           f"MiB (one logits array {logits_bytes / 2**20:.0f} MiB)")
     assert full_temp >= logits_bytes
     assert chunked_temp < logits_bytes / 2
+    # The training step's objective (gradient formed in the forward) likewise.
+    mask = jnp.ones((b, t), jnp.float32)
+    objective_temp = temp_bytes(lambda h, w, tg: (chunked_head_objective(
+        h, w, tg, mask, z_loss=1e-4, seq_chunk=128)[0][None],))
+    print(f"objective: {objective_temp / 2**20:.0f} MiB")
+    assert objective_temp < logits_bytes / 2
 
 
 def test_negative_chunk_is_an_error():
