@@ -60,21 +60,28 @@ def chunked_token_nll_and_log_z(
     the gradient formed in the forward pass); this function serves the eval step and
     objectives built on per-token losses.
     """
-    b, t, d = h_btd.shape
+    b, t, _ = h_btd.shape
     if seq_chunk < 0:
         raise ValueError(f"seq_chunk must be >= 0 (0: full logits), got {seq_chunk}")
-    chunk = t if seq_chunk == 0 else min(seq_chunk, t)
-    num = -(-t // chunk)
-    pad = num * chunk - t
-    h = jnp.pad(h_btd, ((0, 0), (0, pad), (0, 0))).reshape(b, num, chunk, d).swapaxes(0, 1)
-    tg = jnp.pad(targets, ((0, 0), (0, pad))).reshape(b, num, chunk).swapaxes(0, 1)
+    h, tg = _as_chunks(seq_chunk, h_btd, targets)
     nll, log_z = _head_loss(h, w_dv, tg, seq_chunk == 0)
-    return (nll.swapaxes(0, 1).reshape(b, num * chunk)[:, :t],
-            log_z.swapaxes(0, 1).reshape(b, num * chunk)[:, :t])
+    return tuple(x.swapaxes(0, 1).reshape(b, -1)[:, :t] for x in (nll, log_z))
 
 
 def _logits(h_c, w_c):
     return jnp.einsum("bcd,dv->bcv", h_c, w_c, preferred_element_type=jnp.float32)
+
+
+def _head_grads(h_c, w_c, logits, log_z, targets, g_nll, g_log_z):
+    """(dh [b, c, d] in h's dtype, dw [d, v] float32) of one chunk, given the cotangents
+    of its nll and log Z: d nll / d logits = softmax - onehot(target), d log Z / d logits
+    = softmax; the logits' gradient is cast to h's dtype for the two products."""
+    p = jnp.exp(logits - log_z[..., None])
+    onehot = jax.nn.one_hot(targets, logits.shape[-1], dtype=jnp.float32)
+    dlogits = ((g_nll + g_log_z)[..., None] * p - g_nll[..., None] * onehot).astype(h_c.dtype)
+    dh = jnp.einsum("bcv,dv->bcd", dlogits, w_c, preferred_element_type=jnp.float32)
+    dw = jnp.einsum("bcd,bcv->dv", h_c, dlogits, preferred_element_type=jnp.float32)
+    return dh.astype(h_c.dtype), dw
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -106,13 +113,8 @@ def _head_loss_bwd(keep_logits, res, cts):
         h_c, t_c, lz_c, gn_c, gz_c, logits = xs
         if logits is None:
             logits = _logits(h_c, w_c)
-        # d nll / d logits = softmax - onehot(target); d log Z / d logits = softmax
-        p = jnp.exp(logits - lz_c[..., None])
-        onehot = jax.nn.one_hot(t_c, logits.shape[-1], dtype=jnp.float32)
-        dlogits = ((gn_c + gz_c)[..., None] * p - gn_c[..., None] * onehot).astype(h.dtype)
-        dh_c = jnp.einsum("bcv,dv->bcd", dlogits, w_c, preferred_element_type=jnp.float32)
-        dw = dw + jnp.einsum("bcd,bcv->dv", h_c, dlogits, preferred_element_type=jnp.float32)
-        return dw, dh_c.astype(h.dtype)
+        dh_c, dw_c = _head_grads(h_c, w_c, logits, lz_c, t_c, gn_c, gz_c)
+        return dw + dw_c, dh_c
 
     dw, dh = jax.lax.scan(one_chunk, jnp.zeros(w.shape, jnp.float32),
                           (h, targets, log_z, g_nll, g_log_z, kept))
@@ -173,14 +175,12 @@ def _head_objective_fwd(h, w, targets, mask, z_loss):
         h_c, t_c, m_c = xs
         logits = _logits(h_c, w_c)
         nll, log_z = token_nll_and_log_z(logits, t_c)
-        p = jnp.exp(logits - log_z[..., None])
-        onehot = jax.nn.one_hot(t_c, logits.shape[-1], dtype=jnp.float32)
-        g_log_z = m_c * (1.0 + 2.0 * z_loss * log_z)  # d objective / d log Z
-        dlogits = (g_log_z[..., None] * p - m_c[..., None] * onehot).astype(h.dtype)
-        dh_c = jnp.einsum("bcv,dv->bcd", dlogits, w_c, preferred_element_type=jnp.float32)
-        dw = dw + jnp.einsum("bcd,bcv->dv", h_c, dlogits, preferred_element_type=jnp.float32)
-        carry = (dw, nll_sum + jnp.sum(nll * m_c), z_sum + jnp.sum(jnp.square(log_z) * m_c))
-        return carry, dh_c.astype(h.dtype)
+        # the objective's cotangents: mask for each nll, 2 z_loss log Z mask for each log Z
+        dh_c, dw_c = _head_grads(h_c, w_c, logits, log_z, t_c, m_c,
+                                 2.0 * z_loss * log_z * m_c)
+        carry = (dw + dw_c, nll_sum + jnp.sum(nll * m_c),
+                 z_sum + jnp.sum(jnp.square(log_z) * m_c))
+        return carry, dh_c
 
     zero = jnp.zeros((), jnp.float32)
     (dw, nll_sum, z_sum), dh = jax.lax.scan(
