@@ -39,7 +39,7 @@ def main() -> None:
     if args.skip != "gdn":
         gdn = functools.partial(gated_delta_rule_pallas_gpu, **parse_variant(args.gdn_tuning))
         loss = lambda *a: jnp.sum(gdn(*a)[0].astype(jnp.float32))
-        calls.append((jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4))), gdn_inputs(b, t, h, d)))
+        calls.append((jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3, 4))), gdn_inputs(b, t, h, d, d)))
     if args.skip != "attention":
         blocks = BlockSizes(**parse_variant(args.attention_blocks))
         attn = functools.partial(flash_attention, causal=True, block_sizes=blocks)

@@ -244,17 +244,19 @@ def test_gpu_realistic(dtype, dk, dv, packed):
     (2, 40, 128, 128),  # 80 heads: the reverse state pass in 128-wide V-blocks, 8 warps
     (1, 30, 96, 192),  # the release's heads at B=1: 64-wide blocks (three of them)
 ])
-@pytest.mark.parametrize("stages", [1, 3])
-def test_gpu_backward_defaults(b, n, dk, dv, stages):
+@pytest.mark.parametrize("launch", ["default", "one_stage_8_warps"])
+def test_gpu_backward_defaults(b, n, dk, dv, launch):
     """bf16's reverse state pass on `default_block_v_state_bwd`'s blocks, and the
-    gradient kernels at 1 and 3 (the default) pipeline stages, against the recurrent
-    reference."""
+    gradient kernels at their default launch (grads_state 3 pipeline stages, grads_wy 4
+    warps and 2 stages) and at one stage and 8 warps, against the recurrent reference."""
     inputs, h0 = make_inputs(n + dv, b=b, t=256, n=n, dk=dk, dv=dv, dtype=jnp.bfloat16)
     cfg = gpu_config(*inputs[:3], scale=None, chunk=64, interpret=False, block_v=None)
     assert cfg.block_v_state_bwd == (128 if n == 40 else 64)
-    errors = _check(_kernel("gpu", 64, num_stages_grads=stages), inputs, h0,
-                    _packed(b, 256, 3), jnp.bfloat16)
-    print(f"gpu backward defaults b={b} n={n} dk={dk} dv={dv} stages={stages}: "
+    tuning = {} if launch == "default" else {
+        "num_stages_grads": 1, "num_warps_grads_wy": 8, "num_stages_grads_wy": 1}
+    errors = _check(_kernel("gpu", 64, **tuning), inputs, h0, _packed(b, 256, 3),
+                    jnp.bfloat16)
+    print(f"gpu backward defaults b={b} n={n} dk={dk} dv={dv} {launch}: "
           + " ".join(f"{key}={err:.2e}" for key, err in errors.items()))
 
 
@@ -371,6 +373,7 @@ def test_gpu_default_v_blocks():
     # The reverse state pass: the narrowest block whose programs fit one wave of SMs.
     assert (cfg.block_v_state_bwd, cfg.num_warps_state_bwd, cfg.num_stages_grads) == \
         (32, 4, 3)  # 2 heads x 4 blocks
+    assert (cfg.num_warps_grads, cfg.num_warps_grads_wy, cfg.num_stages_grads_wy) == (8, 4, 2)
     assert default_block_v_state_bwd(128, 0, 4 * 32, 132) == 128  # 128 programs
     assert default_block_v_state_bwd(128, 0, 2 * 32, 132) == 64  # 128
     assert default_block_v_state_bwd(128, 0, 1 * 32, 132) == 32  # 128
@@ -381,3 +384,4 @@ def test_gpu_default_v_blocks():
                      interpret=False, block_v=None)
     assert (cfg.block_v_state_bwd, cfg.num_warps_state_bwd, cfg.num_stages_grads) == \
         (0, 0, 1)  # fp32: as the forward
+    assert (cfg.num_warps_grads_wy, cfg.num_stages_grads_wy) == (0, 0)  # as grads_state

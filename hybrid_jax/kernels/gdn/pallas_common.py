@@ -30,6 +30,10 @@ error), because Triton's IEEE fp32 dot is a scalar FMA loop: on an H100 one such
 took 69.5 s to compile (benchmarks/gdn_compile_time.py) and the GPU tests' fp32 cases
 minutes each.
 
+In the backward, dM = -A^T dA A^T takes the large products' operand dtype (A is saved
+in it); for bf16 that was tf32 until it was measured (gradient kernels 1.68 -> 1.51 ms
+on an H100; errors unchanged within the bf16 tolerance).
+
 The custom_vjp (`make_core`) saves, besides the inputs, what the forward already formed
 and the backward would otherwise recompute: W, P and A (the `wy` kernel writes A only
 under differentiation), V' and the states entering each chunk (written by the state
@@ -81,6 +85,8 @@ class KernelConfig:
     num_warps_grads: int = 8  # GPU: the per-chunk gradient kernel
     num_stages_state: int = 2  # GPU: software-pipelining depth of the state passes
     num_stages_grads: int = 1  # GPU: software-pipelining depth of the gradient kernels (bf16: 3)
+    num_warps_grads_wy: int = 0  # GPU: warps of grads_wy alone (0: num_warps_grads; bf16: 4)
+    num_stages_grads_wy: int = 0  # GPU: its pipelining depth (0: num_stages_grads; bf16: 2)
     block_v_state_bwd: int = 0  # GPU: V-block of the reverse state pass (0: block_v)
     num_warps_state_bwd: int = 0  # GPU: its warps (0: num_warps_state)
     block_v_grads: int = 0  # GPU: V-block of the gradient kernels (0: block_v)
@@ -336,7 +342,7 @@ def grads_through_wy(k, beta, gamma, rel, a, cfg: KernelConfig, num_v_blocks: in
     writes dv of that block. Returns the parts of dk [C, K] and dgamma [C] that flow
     through W, U and M, and dbeta [C] (complete; fp32).
     """
-    mm, prec, inv_prec = cfg.mm_dtype, cfg.mm_precision, cfg.inv_precision
+    mm, prec = cfg.mm_dtype, cfg.mm_precision
     c_len, dk_len = k.shape
     k32 = k.astype(F32)
 
@@ -353,25 +359,31 @@ def grads_through_wy(k, beta, gamma, rel, a, cfg: KernelConfig, num_v_blocks: in
     zeros = (jnp.zeros((c_len, c_len), F32), jnp.zeros((c_len, dk_len), F32),
              jnp.zeros((c_len,), F32))
     da, dw, dbeta = over_v_blocks(num_v_blocks, v_block, zeros)
+    # After the loop, in an order that keeps few [C, K] / [C, C] tiles live (on GPU the
+    # kernel then runs at 4 warps, two programs per SM): dW and dA are only ever product
+    # operands, so they are cast to the mm dtype once; M's part of dk comes before W's.
     dec = decays(gamma, rel)
     xw = k32 * (beta * dec.d_in)[:, None]
-    da += dot(dw, xw, tb=True, dtype=mm, precision=prec)
-    dxw = dot(a, dw, ta=True, dtype=mm, precision=prec)
-    dxw_k = jnp.sum(dxw * k32, axis=1)
-    dk = dxw * (beta * dec.d_in)[:, None]
-    dbeta += dec.d_in * dxw_k
-    dgamma = beta * dxw_k * dec.d_in
-    # A = (I + M)^-1  =>  dM = -A^T dA A^T on the strict lower triangle.
-    a = a.astype(F32)
-    dm = -dot(dot(a, da, ta=True, precision=inv_prec), a, tb=True, precision=inv_prec)
+    dw = dw.astype(mm)
+    da = (da + dot(dw, xw, tb=True, dtype=mm, precision=prec)).astype(mm)
+    # A = (I + M)^-1  =>  dM = -A^T dA A^T on the strict lower triangle (mm-dtype
+    # operands, like the other large products; A was saved in that dtype).
+    dm = -dot(dot(a, da, ta=True, dtype=mm, precision=prec), a, tb=True, dtype=mm,
+              precision=prec)
     dm = jnp.where(_strict(c_len), dm, 0.0)
     kk = dot(k, k, tb=True, dtype=mm, precision=prec)
-    dkk = dm * beta[:, None] * dec.gam
-    dbeta += jnp.sum(dm * kk * dec.gam, axis=1)
-    dk += dot(dkk, k, dtype=mm, precision=prec) + dot(dkk, k, ta=True, dtype=mm,
-                                                      precision=prec)
+    t = dm * dec.gam
+    dbeta += jnp.sum(t * kk, axis=1)
+    dkk = t * beta[:, None]
     h = dkk * kk  # dGam * Gam
-    dgamma += jnp.sum(h, axis=1) - jnp.sum(h, axis=0)
+    dgamma = jnp.sum(h, axis=1) - jnp.sum(h, axis=0)
+    dk = dot(dkk, k, dtype=mm, precision=prec) + dot(dkk, k, ta=True, dtype=mm,
+                                                     precision=prec)
+    dxw = dot(a, dw, ta=True, dtype=mm, precision=prec)
+    dxw_k = jnp.sum(dxw * k32, axis=1)
+    dk += dxw * (beta * dec.d_in)[:, None]
+    dbeta += dec.d_in * dxw_k
+    dgamma += beta * dxw_k * dec.d_in
     return dk, dbeta, dgamma
 
 

@@ -31,12 +31,18 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 after each chunk (input dtype) and dS before the first (d initial state).
     grads       two kernels, grid (chunk, head, batch), parallel, on the forward's saved
                 A, V' and states. `grads_state` (through O and the state update) writes
-                dq and the dk, dgamma parts through P, d, e, c (fp32); `grads_wy`
-                (through V' = U - W S and the inverse) adds its dk and dgamma parts and
-                writes dk, dv and dbeta. Both walk V in blocks of BV, in a loop
-                rather than unrolled (`pallas_common.over_v_blocks`; offline sm_90a,
-                bf16, at the release's padded 128 / 256: spills 412 / 532 B -> 104 /
-                212 B; at 128 / 128 grads_wy 260 -> 132 B). One kernel doing both
+                dq and the dk part (input dtype) and dgamma part (fp32) through P, d, e,
+                c; `grads_wy` (through V' = U - W S and the inverse) adds its dk and
+                dgamma parts and writes dk, dv and dbeta. `grads_state` is memory-bound
+                (8 warps, 3 stages); `grads_wy` was latency-bound (Nsight Compute: 20% of
+                issue slots, one program per SM waiting on loads and on a chain of small
+                products), so its tail keeps few tiles live and it runs 4 warps, 2 stages:
+                two programs per SM (H100, B=4 T=4096 H=32 K=V=128: both kernels 1.68 ->
+                1.30 ms; benchmarks/results/h100_gdn_grads_wy.json). Both walk V in
+                blocks of BV, in a loop rather than unrolled
+                (`pallas_common.over_v_blocks`; offline sm_90a, bf16, at the release's
+                padded 128 / 256: spills 412 / 532 B -> 104 / 212 B; at 128 / 128
+                grads_wy 260 -> 132 B). Before the 4-warp grads_wy, one kernel doing both
                 halves (so that dk, dgamma of the first stay on chip and the chunk's
                 states are read once) was tried and is no faster: 1.656 vs 1.681 ms at
                 B=4 T=4096 H=32 K=V=128, 2.608 vs 2.561 ms fwd+bwd at the release's
@@ -62,6 +68,11 @@ of the inputs.
 Memory plan: see pallas_common.py (residuals W, P, A, V', per-chunk states).
 XLA does the O(t) glue: padding, the chunk-local cumsum of g (and, by autodiff, the
 reverse cumsum that turns dgamma into dg), document indices, cropping.
+
+The reverse state pass forming `grads_state`'s gradients itself (from dS on chip, so
+that dS is neither written nor read; all of V in one program) was tried: at K = V = 128
+it spills 2.2-3.1 KB per thread and took 4.84 ms against 0.50 + 0.53 ms
+(results/h100_gdn_fused_state_bwd.json).
 
 Status: correct in interpret mode on CPU (tests/kernels/test_gdn_pallas.py) and on an
 H100 (the GPU cases of the same file); timed by benchmarks/gdn.py (results and ratio
@@ -247,12 +258,12 @@ class _Triton:
                 q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], gamma_ref[bi, rows, h],
                 rel_ref[bi, rows], cfg, dv // bv, load)
             dq_ref[bi, rows, h, :] = dq.astype(dq_ref.dtype)
-            dk_ref[bi, rows, h, :] = dk_
+            dk_ref[bi, rows, h, :] = dk_.astype(dk_ref.dtype)
             dgamma_ref[bi, rows, h] = dgamma
 
         dq, dk_state, dgamma_state = self._call(
             gdn_grads_state_kernel, cfg, grid,
-            [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, F32),
+            [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(k.shape, k.dtype),
              jax.ShapeDtypeStruct(gamma.shape, F32)],
             q, k, gamma, rel, v_new, states, dstates, do, num_warps=cfg.num_warps_grads,
             num_stages=cfg.num_stages_grads)
@@ -274,7 +285,8 @@ class _Triton:
             dk_, dbeta, dgamma = pc.grads_through_wy(
                 k_ref[bi, rows, h, :], beta_ref[bi, rows, h], gamma_ref[bi, rows, h],
                 rel_ref[bi, rows], a_ref[bi, rows, h, :], cfg, dv // bv, load, store_dv)
-            dk_ref[bi, rows, h, :] = (dk_ + dk_state_ref[bi, rows, h, :]).astype(dk_ref.dtype)
+            dk_ref[bi, rows, h, :] = (dk_ + dk_state_ref[bi, rows, h, :].astype(F32)
+                                      ).astype(dk_ref.dtype)
             dbeta_ref[bi, rows, h] = dbeta
             dgamma_ref[bi, rows, h] = dgamma + dgamma_state_ref[bi, rows, h]
 
@@ -283,7 +295,8 @@ class _Triton:
             [jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype),
              jax.ShapeDtypeStruct(beta.shape, F32), jax.ShapeDtypeStruct(gamma.shape, F32)],
             k, v, beta, gamma, rel, a, states, dvn, dk_state, dgamma_state,
-            num_warps=cfg.num_warps_grads, num_stages=cfg.num_stages_grads)
+            num_warps=cfg.num_warps_grads_wy or cfg.num_warps_grads,
+            num_stages=cfg.num_stages_grads_wy or cfg.num_stages_grads)
         return dq, dk_, dv_, dbeta, dgamma
 
 
@@ -390,6 +403,12 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
         # their gradients match the reference on an H100 (test_gpu_backward_defaults;
         # Triton has miscompiled pipelined Hopper kernels of this kind before, fla #640).
         tuning.setdefault("num_stages_grads", 3)
+        # grads_wy: 4 warps and 2 stages fit two programs on an SM, whose loads and
+        # product chains overlap; gradient kernels 1.68 -> 1.31 ms with the tail
+        # reordered (3 stages at 4 warps: 1.47; 8 warps: 1.45; H100, B=4 T=4096 H=32
+        # K=V=128, results/h100_gdn_grads_wy.json).
+        tuning.setdefault("num_warps_grads_wy", 4)
+        tuning.setdefault("num_stages_grads_wy", 2)
         bv_bwd = tuning.setdefault("block_v_state_bwd", default_block_v_state_bwd(
             v.shape[-1], pad_v, q.shape[0] * q.shape[2], num_sms()))
         tuning.setdefault("num_warps_state_bwd", 8 if bv_bwd >= 128 else 4)
