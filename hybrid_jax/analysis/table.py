@@ -32,6 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hybrid_jax.errors import UserError
+
 REQUIRED: dict[str, str] = {
     "doc_id": "str", "domain": "str", "window": "int", "position": "int",
     "token_id": "int", "char_start": "int", "char_end": "int", "loss": "float",
@@ -43,7 +45,7 @@ _META_MODEL = b"hybrid_jax.model"
 _META_STEP = b"hybrid_jax.step"
 
 
-class TableError(ValueError):
+class TableError(UserError, ValueError):
     """A per-token table or documents file that cannot be analysed as given."""
 
 

@@ -28,13 +28,14 @@ from typing import Protocol
 import numpy as np
 
 from hybrid_jax.analysis import families
+from hybrid_jax.errors import UserError
 
 # Words as the Brown corpus splits them: letters/digits joined by internal apostrophes,
 # hyphens or periods ("don't", "term-end", "3.14"); any other non-space character alone.
 WORD_RE = re.compile(r"[^\W_]+(?:['’.\-][^\W_]+)*|[^\w\s]|_+", re.UNICODE)
 
 
-class TaggingError(ValueError):
+class TaggingError(UserError, ValueError):
     """A document the tagger cannot tag (unsupported language) or a missing tagger."""
 
 

@@ -33,6 +33,7 @@ import jax
 import numpy as np
 
 from hybrid_jax.convert.key_map import Path, abstract_leaves
+from hybrid_jax.errors import UserError
 from hybrid_jax.models.config import ModelConfig
 
 log = logging.getLogger("hybrid_jax.convert")
@@ -42,7 +43,7 @@ CONFIG_NAME = "model_config.json"
 PARAMS_DIR = "params"
 
 
-class CheckpointExistsError(FileExistsError):
+class CheckpointExistsError(UserError, FileExistsError):
     """The output directory exists and overwriting was not asked for."""
 
 

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from hybrid_jax.errors import UserError
 from hybrid_jax.models.config import ModelConfig
 
 log = logging.getLogger("hybrid_jax.convert")
@@ -45,7 +46,7 @@ Index = tuple[slice, ...]
 SliceReader = Callable[[str, Index], np.ndarray]
 
 
-class KeyMapError(KeyError):
+class KeyMapError(UserError, KeyError):
     """Checkpoint tensor names or shapes do not fit the model; the message lists all."""
 
     def __str__(self) -> str:  # KeyError would repr() the message

@@ -35,6 +35,7 @@ import ml_dtypes
 import numpy as np
 
 from hybrid_jax.convert.key_map import Index, Path, Source, abstract_leaves, match_keys
+from hybrid_jax.errors import UserError
 from hybrid_jax.models.config import ModelConfig
 
 log = logging.getLogger("hybrid_jax.convert")
@@ -60,7 +61,7 @@ DTYPES: dict[str, np.dtype] = {
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint directory or file is unreadable as given; the message names it."""
 
 

@@ -19,13 +19,15 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from hybrid_jax.errors import UserError
+
 LAYER_TYPES = ("swa", "full", "gdn")
 _DTYPES = ("float32", "bfloat16", "float16")
 _ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas", "splash")
 _GDN_IMPLS = ("auto", "xla", "pallas", "recurrent")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is invalid; the message names the field."""
 
 
