@@ -57,12 +57,19 @@ def main(argv: list[str]) -> None:
     from hybrid_jax.analysis.pipeline import analyze
     from hybrid_jax.analysis.probes import summarize_probes
     from hybrid_jax.analysis.report import write_report
-    from hybrid_jax.analysis.table import load_tables, read_documents
+    from hybrid_jax.analysis.table import (
+        check_aligned,
+        check_documents,
+        load_tables,
+        read_documents,
+    )
     from hybrid_jax.analysis.tagging import make_tagger
 
     t0 = time.perf_counter()
     tables = load_tables(_TABLES.value)
     docs = read_documents(_DOCS.value)
+    check_aligned(tables)  # (analyze checks again) before the tagger takes its seconds
+    check_documents(tables[0].frame, docs, tables[0].name)
     tagger = make_tagger(_TAGGER.value, _BROWN.value)
     ref = None
     if _REF.value:

@@ -216,11 +216,10 @@ def _fail(prog: str, exc: BaseException) -> NoReturn:
 def program_name(module: ModuleType, argv0: str) -> str:
     """How the user started the tool: the console script's name, or `python -m <module>`."""
     base = os.path.basename(argv0)
-    if base and base != "-c" and not base.endswith(".py"):
-        return base
     spec = getattr(module, "__spec__", None)
-    name = spec.name if spec is not None else module.__name__
-    return f"python -m {name}"
+    if base.endswith(".py") and module.__name__ == "__main__" and spec is not None:
+        return f"python -m {spec.name}"
+    return module.__name__ if base in ("", "-c") else base
 
 
 def help_text(module: ModuleType, *, full: bool = False) -> str:

@@ -5,9 +5,10 @@ tracking at controlled distances) with one or more checkpoints.
         --checkpoints=transformer=runs/demo/transformer/final,hybrid=runs/demo/hybrid/final \
         --tokenizer=sentencepiece:runs/demo/tokenizer.model --out=runs/demo/probes
 
-(`python -m hybrid_jax.apps.probe` is the same; the checkpoints are those `hybrid-jax-demo`
-writes.) Writes <out>/probes.parquet (one row per probe item and model) and <out>/summary.csv
-(mean metric per probe, model and distance), and prints the summary.
+(`python -m hybrid_jax.apps.probe` is the same; these checkpoints are those that
+`hybrid-jax-demo` writes.) Writes <out>/probes.parquet (one row per probe item and
+model) and <out>/summary.csv (mean metric per probe, model and distance), and prints
+the summary.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def _named_checkpoints(specs: list[str]) -> dict[str, str]:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise app.UsageError(f"--checkpoints entry {spec!r} is not name=directory")
-        cli.require_dir("checkpoints", path)
+        if not pathlib.Path(path).is_dir():
+            raise cli.InputPathError(f"--checkpoints entry {spec!r}: no such directory")
         named[name] = path
     return named
 
