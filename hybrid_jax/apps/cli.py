@@ -141,16 +141,23 @@ def reading(flag: str, value: object, *errors: type[Exception]) -> Iterator[None
     (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) becomes
     `InputPathError`; each type of `errors` (e.g. ValueError, for a loader whose
     ValueErrors all describe its input) becomes `InputError`. A `UserError` passes as it
-    is. The original stays the cause (`raise ... from`).
+    is. The original stays the cause (`raise ... from`); its message is the line's unless
+    it is long, then the line carries it (cut) as the cause.
     """
     try:
         yield
     except UserError:
         raise
     except _PATH_ERRORS as e:
-        raise InputPathError(f"--{flag}={value}: {_message(e)}") from e
+        raise InputPathError(f"--{flag}={value}: {_short(e)}") from e
     except errors as e:
-        raise InputError(f"--{flag}={value}: {_message(e)}") from e
+        raise InputError(f"--{flag}={value}: {_short(e)}") from e
+
+
+def _short(exc: BaseException) -> str:
+    # A long message (tensorstore's name the whole spec) goes on as the cut cause.
+    msg = one_line(_message(exc))
+    return msg if len(msg) <= 300 else "cannot be read"
 
 
 # ---------------------------------------------------------------------------- one line

@@ -75,7 +75,8 @@ def main(argv: list[str]) -> None:
     mesh = make_mesh({"data": -1})
     score_fns = {}
     for name, path in checkpoints.items():
-        with cli.reading("checkpoints", f"{name}={path}"):
+        # (orbax / tensorstore report a corrupt or truncated file as ValueError)
+        with cli.reading("checkpoints", f"{name}={path}", ValueError):
             _, graphdef, params = load_for_scoring(path, mesh=mesh, dtype=_DTYPE.value)
         score_fns[name] = text_score_fn(graphdef, params, tokenizer, batch_size=_BATCH.value)
     items = make_probes(seed=_SEED.value, distances=distances, per_distance=_PER.value)

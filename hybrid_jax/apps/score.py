@@ -91,7 +91,8 @@ def main(argv: list[str]) -> None:
                                mode=_MODE.value, stride=_STRIDE.value)
         pack.save(pack_dir)
     mesh = make_mesh(axes)
-    with cli.reading("checkpoint", _CKPT.value):
+    # (orbax / tensorstore report a corrupt or truncated file as ValueError)
+    with cli.reading("checkpoint", _CKPT.value, ValueError):
         cfg, graphdef, params = load_for_scoring(_CKPT.value, mesh=mesh, dtype=_DTYPE.value)
     name = _NAME.value or pathlib.Path(_CKPT.value).name
     with activation_sharding(mesh):
