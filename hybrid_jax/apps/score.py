@@ -67,6 +67,22 @@ def main(argv: list[str]) -> None:
     from hybrid_jax.data.sources import load_documents
     from hybrid_jax.data.tokenizers import load_tokenizer
     from hybrid_jax.scoring.eval_pack import EvalPack, build_eval_pack
+
+    logging.getLogger("hybrid_jax").setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    # The pack first: it needs no jax, so a bad --docs or --tokenizer fails in a second.
+    if has_pack:
+        with cli.reading("pack", pack_dir, ValueError):
+            pack = EvalPack.load(pack_dir)
+    else:
+        with cli.reading("tokenizer", _TOK.value, ValueError):
+            tokenizer = load_tokenizer(_TOK.value)
+        with cli.reading("docs", _DOCS.value):
+            docs, _ = load_documents(_DOCS.value)
+        pack = build_eval_pack(docs, tokenizer, _SEQ.value, tokenizer_spec=_TOK.value,
+                               mode=_MODE.value, stride=_STRIDE.value)
+        pack.save(pack_dir)
+
     from hybrid_jax.scoring.loading import load_for_scoring
     from hybrid_jax.scoring.writer import score_pack
     from hybrid_jax.sharding import (
@@ -76,20 +92,7 @@ def main(argv: list[str]) -> None:
         make_mesh,
     )
 
-    logging.getLogger("hybrid_jax").setLevel(logging.INFO)
-    logging.getLogger("absl").setLevel(logging.WARNING)
     initialize_distributed()
-    if has_pack:
-        with cli.reading("pack", pack_dir, ValueError):
-            pack = EvalPack.load(pack_dir)
-    else:
-        with cli.reading("docs", _DOCS.value):
-            docs, _ = load_documents(_DOCS.value)
-        with cli.reading("tokenizer", _TOK.value, ValueError):
-            tokenizer = load_tokenizer(_TOK.value)
-        pack = build_eval_pack(docs, tokenizer, _SEQ.value, tokenizer_spec=_TOK.value,
-                               mode=_MODE.value, stride=_STRIDE.value)
-        pack.save(pack_dir)
     mesh = make_mesh(axes)
     # (orbax / tensorstore report a corrupt or truncated file as ValueError)
     with cli.reading("checkpoint", _CKPT.value, ValueError):

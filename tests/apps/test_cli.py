@@ -80,7 +80,11 @@ def docstring(script: str) -> str:
 
 def example(script: str) -> list[str]:
     """The docstring's first example command, continuation lines joined, as argv."""
-    lines = docstring(script).splitlines()
+    return example_in(docstring(script), script)
+
+
+def example_in(text: str, script: str) -> list[str]:
+    lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if line.strip().startswith(script))
     cmd = ""
     for line in lines[start:]:
@@ -109,6 +113,9 @@ def test_help_lists_the_tools_flags_and_imports_nothing_heavy(script, tmp_path):
         assert re.search(rf"--(\[no\])?{name}: ", proc.stdout), f"--{name} not listed"
         assert squash(help_) in out, f"--{name}'s description not shown"
     assert "--verbosity" not in proc.stdout  # absl's own flags wait for --helpfull
+    # The example prints as written: each `\` continuation ends its line (not a run of
+    # spaces, as non-raw docstrings printed them), so it can be copied as it is.
+    assert example_in(proc.stdout, script) == example(script)
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
@@ -198,6 +205,14 @@ BAD = {
                                  ["--checkpoint=", "nope: no such directory"]),
     "score-no-pack": ("hybrid-jax-score", ["--checkpoint={tmp}", "--pack={tmp}/pack",
                       "--out={tmp}/out"], ["--pack=", "pass --docs and --tokenizer"]),
+    "score-docs-match-nothing": ("hybrid-jax-score", ["--checkpoint={tmp}",
+                                 "--pack={tmp}/pack", "--out={tmp}/out",
+                                 "--docs=jsonl:{tmp}/nope/*.jsonl", "--tokenizer=bytes"],
+                                 ["no files match", "nope/*.jsonl"]),
+    "score-bad-tokenizer": ("hybrid-jax-score", ["--checkpoint={tmp}", "--pack={tmp}/pack",
+                            "--out={tmp}/out", "--docs=stdlib",
+                            "--tokenizer=sentencepiece:{tmp}/nope.model"],
+                            ["--tokenizer=sentencepiece:", "nope.model"]),
     "score-bad-mesh": ("hybrid-jax-score", ["--checkpoint={tmp}", "--pack={tmp}/pack",
                        "--out={tmp}/out", "--mesh=data=all"], ["--mesh=data=all"]),
     "probe-missing-checkpoint": ("hybrid-jax-probe", ["--checkpoints=tr={tmp}/nope",
@@ -250,14 +265,6 @@ def test_misaligned_tables(tmp_path):
     args = tables(tmp_path, misaligned=True)
     proc, _ = console("hybrid-jax-analyze", *args, tmp_path=tmp_path)
     assert_one_line(proc, "hybrid-jax-analyze", ["not row-aligned", "token_id", "sorted row 2"])
-
-
-def test_document_source_that_matches_nothing(tmp_path):
-    proc, _ = console("hybrid-jax-score", f"--checkpoint={tmp_path}",
-                      f"--pack={tmp_path}/pack", f"--out={tmp_path}/out",
-                      f"--docs=jsonl:{tmp_path}/nope/*.jsonl", "--tokenizer=bytes",
-                      tmp_path=tmp_path)
-    assert_one_line(proc, "hybrid-jax-score", ["no files match", "nope/*.jsonl"])
 
 
 def test_bad_tensor_name_in_conversion(tmp_path):
