@@ -61,17 +61,19 @@ def main(argv: list[str]) -> None:
     del argv
     checkpoints = _named_checkpoints(_CKPTS.value)
     distances = _distances(_DIST.value)
+    from hybrid_jax.data.tokenizers import load_tokenizer
+
+    with cli.reading("tokenizer", _TOK.value, ValueError):
+        tokenizer = load_tokenizer(_TOK.value)  # (before jax: a bad spec fails at once)
+
     import pandas as pd
 
     from hybrid_jax.analysis.probes import make_probes, score_probes, summarize_probes
-    from hybrid_jax.data.tokenizers import load_tokenizer
     from hybrid_jax.scoring.loading import load_for_scoring
     from hybrid_jax.scoring.texts import text_score_fn
     from hybrid_jax.sharding import make_mesh
 
     logging.getLogger("hybrid_jax").setLevel(logging.INFO)
-    with cli.reading("tokenizer", _TOK.value, ValueError):
-        tokenizer = load_tokenizer(_TOK.value)
     mesh = make_mesh({"data": -1})
     score_fns = {}
     for name, path in checkpoints.items():

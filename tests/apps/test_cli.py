@@ -218,6 +218,8 @@ BAD = {
     "probe-missing-checkpoint": ("hybrid-jax-probe", ["--checkpoints=tr={tmp}/nope",
                                  "--tokenizer=bytes", "--out={tmp}/out"],
                                  ["'tr=", "nope'", "no such directory"]),
+    "probe-bad-tokenizer": ("hybrid-jax-probe", ["--checkpoints=tr={tmp}", "--tokenizer=bpe",
+                            "--out={tmp}/out"], ["--tokenizer=bpe", "unknown tokenizer"]),
     "convert-missing-input": ("hybrid-jax-convert", ["--input_dir={tmp}/nope",
                               "--output_dir={tmp}/out"], ["--input_dir=", "no such directory"]),
     "convert-existing-output": ("hybrid-jax-convert", ["--input_dir={tmp}",
