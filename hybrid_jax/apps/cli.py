@@ -1,14 +1,30 @@
 """The runner of every `hybrid-jax-*` command line: its help, and one rule for errors.
 
-An app module defines its absl flags at module level (cheap: no jax, flax, orbax,
-torch, transformers, pandas, matplotlib ... at import; those are imported inside
-`main`), a `main(argv)`, and
+An app module (apps/<name>.py) has a raw docstring with one complete example (it is the
+help text), its absl flags at module level, each with a description, and imports
+nothing heavy at module level (jax, flax, orbax, torch, transformers, pandas,
+matplotlib ... are imported inside `main`):
 
-    def run() -> None:  # the console script's entry point (setup.py)
+    from absl import flags
+
+    from hybrid_jax.apps import cli
+
+    _CONFIG = cli.define_config_file("config", None, "Config file ...")  # if it has one
+    _WORKDIR = flags.DEFINE_string("workdir", None, "Where ...", required=True)
+
+    def main(argv: list[str]) -> None:
+        del argv
+        from hybrid_jax.train.loop import train  # the heavy imports, here
+        ...
+
+    def run() -> None:  # the console script's entry point
         cli.run(main)
 
     if __name__ == "__main__":
         run()
+
+and one line in setup.py's console_scripts, `"hybrid-jax-<name>=hybrid_jax.apps.<name>:run"`
+(tests/apps/test_cli.py then checks its --help and example by itself).
 
 `cli.run` then gives, the same through the console script and `python -m`:
 
