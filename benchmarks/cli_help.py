@@ -1,7 +1,7 @@
 """Wall time of every `hybrid-jax-* --help`, this tree against a baseline tree, on CPU.
 
     git archive 274948b | tar -x -C /tmp/cli_base
-    python benchmarks/cli_help.py --baseline=/tmp/cli_base --repeats=5 \
+    python benchmarks/cli_help.py --baseline=/tmp/cli_base --baseline_name=274948b \
         --out=benchmarks/results/cpu_cli_help.json
 
 Each tool is started the way its console script starts it (`sys.argv[0]` = the
@@ -46,9 +46,18 @@ def time_help(tree: pathlib.Path, script: str, module: str, timeout: float) -> d
     return {"wall_s": wall, "rc": proc.returncode, "flag_lines": flag_lines}
 
 
+def _commit(tree: pathlib.Path) -> str | None:
+    proc = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree,
+                          capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           cwd=tree, capture_output=True, text=True).stdout.strip()
+    return proc.stdout.strip() + ("+changes" if dirty else "") if proc.returncode == 0 else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", type=pathlib.Path, help="A checkout to compare with.")
+    parser.add_argument("--baseline_name", help="What the baseline is, e.g. its commit.")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--timeout_s", type=float, default=300)
     parser.add_argument("--out", type=pathlib.Path)
@@ -77,7 +86,8 @@ def main() -> None:
     result = {"benchmark": "cli_help", "repeats": args.repeats, "python": sys.version.split()[0],
               "cpus": len(os.sched_getaffinity(0)), "loadavg_before": load_before,
               "loadavg_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d"),
-              "trees": {k: str(v) for k, v in trees.items()}, "rows": rows}
+              "trees": {k: str(v) for k, v in trees.items()}, "commit": _commit(ROOT),
+              "baseline_name": args.baseline_name, "rows": rows}
     head = f"{'tool':<20}" + "".join(f"{k + ' s (rc, flags)':>26}" for k in trees)
     print(head + ("   ratio" if "baseline" in trees else ""))
     for row in rows:
