@@ -1,14 +1,15 @@
-"""Convert Olmo 3 / Olmo Hybrid checkpoints between Hugging Face and hybrid_jax.
+r"""Convert Olmo 3 / Olmo Hybrid checkpoints between Hugging Face and hybrid_jax.
 
-    python -m hybrid_jax.apps.convert --input_dir=Olmo-Hybrid-7B --output_dir=ckpt/hybrid7b \
-        --dtype=bfloat16 [--verify=prompts.txt]
-    python -m hybrid_jax.apps.convert --direction=jax_to_hf --input_dir=ckpt/mine \
-        --output_dir=hf/mine [--tokenizer_dir=Olmo-Hybrid-7B] [--verify=prompts.txt]
+    hybrid-jax-convert --input_dir=Olmo-Hybrid-7B --output_dir=ckpt/hybrid7b \
+        --dtype=bfloat16 --verify=prompts.txt
+    hybrid-jax-convert --direction=jax_to_hf --input_dir=ckpt/hybrid7b \
+        --output_dir=hf/hybrid7b --tokenizer_dir=Olmo-Hybrid-7B
 
-`--verify` runs transformers and hybrid_jax on the prompt file (documents separated by
-blank lines, tokenised with the checkpoint's tokenizer.json, EOS after each, no BOS)
-and prints max |dlogit| and per-layer differences; in float32 it fails above 1e-4.
-Verifying needs both models in host memory at once (about 2 x 15 GB at 7B in bf16).
+(`python -m hybrid_jax.apps.convert` is the same.) `--verify` runs transformers and
+hybrid_jax on the prompt file (documents separated by blank lines, tokenised with the
+checkpoint's tokenizer.json, EOS after each, no BOS) and prints max |dlogit| and
+per-layer differences; in float32 it fails above 1e-4. Verifying needs both models in
+host memory at once (about 2 x 15 GB at 7B in bf16).
 """
 
 from __future__ import annotations
@@ -18,26 +19,39 @@ import resource
 import sys
 import time
 
-from absl import app, flags
+from absl import flags
 
-_INPUT = flags.DEFINE_string("input_dir", None, "HF directory or hybrid_jax checkpoint.",
-                             required=True)
-_OUTPUT = flags.DEFINE_string("output_dir", None, "Where to write the result.", required=True)
+from hybrid_jax.apps import cli
+
+_INPUT = flags.DEFINE_string("input_dir", None, "The HF directory (hf_to_jax) or the "
+                             "hybrid_jax checkpoint (jax_to_hf) to convert.", required=True)
+_OUTPUT = flags.DEFINE_string("output_dir", None, "Where to write the result; it must not "
+                              "exist unless --overwrite.", required=True)
 _DIRECTION = flags.DEFINE_enum("direction", "hf_to_jax", ["hf_to_jax", "jax_to_hf"],
-                               "Conversion direction.")
+                               "Conversion direction: Hugging Face -> hybrid_jax or back.")
 _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16", "float16"],
                            "Parameter dtype of the output (default: bfloat16 for hf_to_jax, "
                            "each tensor's own dtype for jax_to_hf).")
-_VERIFY = flags.DEFINE_string("verify", None, "Prompt file: check parity after converting.")
+_VERIFY = flags.DEFINE_string("verify", None, "Prompt file (documents separated by blank "
+                              "lines): check parity with transformers after converting.")
 _TOKENIZER = flags.DEFINE_string("tokenizer_dir", None, "Directory with tokenizer.json "
                                  "(default: the HF side's directory).")
-_MAX_TOKENS = flags.DEFINE_integer("verify_tokens", 2048, "Tokens of the prompt file to use.")
+_MAX_TOKENS = flags.DEFINE_integer("verify_tokens", 2048, "Tokens of the --verify prompt "
+                                   "file to use.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing output_dir.")
-_SHARD_GB = flags.DEFINE_float("max_shard_gb", 5.0, "Largest safetensors shard (jax_to_hf).")
+_SHARD_GB = flags.DEFINE_float("max_shard_gb", 5.0, "Largest safetensors shard in GiB "
+                               "(jax_to_hf).")
 
 
 def main(argv: list[str]) -> None:
     del argv
+    cli.require_dir("input_dir", _INPUT.value)
+    if not _OVERWRITE.value:
+        cli.refuse_existing("output_dir", _OUTPUT.value)
+    if _VERIFY.value:
+        cli.require_file("verify", _VERIFY.value)
+    if _TOKENIZER.value:
+        cli.require_dir("tokenizer_dir", _TOKENIZER.value)
     logging.getLogger("hybrid_jax").setLevel(logging.INFO)
     from hybrid_jax.convert import checkpoint, export
 
@@ -63,8 +77,11 @@ def _verify(hf_dir: str, ckpt: str, dtype: str) -> bool:
     from hybrid_jax.convert import checkpoint, parity
     from hybrid_jax.data.hf_tokenizer import HfTokenizer
 
-    tok = HfTokenizer(_TOKENIZER.value or hf_dir)
-    tokens = parity.prompt_tokens(_VERIFY.value, tok, max_tokens=_MAX_TOKENS.value)
+    tok_flag = "tokenizer_dir" if _TOKENIZER.value else "input_dir"
+    with cli.reading(tok_flag, _TOKENIZER.value or hf_dir):
+        tok = HfTokenizer(_TOKENIZER.value or hf_dir)
+    with cli.reading("verify", _VERIFY.value, ValueError):
+        tokens = parity.prompt_tokens(_VERIFY.value, tok, max_tokens=_MAX_TOKENS.value)
     report = parity.verify(hf_dir, checkpoint.load_model(ckpt), tokens, hf_dtype=dtype)
     print(report.format())
     if dtype != "float32":
@@ -82,7 +99,7 @@ def _peak_rss_gib() -> float:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-"""The main job: the study at CPU scale, end to end, from nothing.
+r"""The main job: the study at CPU scale, end to end, from nothing.
 
-    python -m hybrid_jax.apps.demo                           # runs/demo, embedded corpus
-    python -m hybrid_jax.apps.demo --config.data.sources=corpus:../shared/data/corpus
+    hybrid-jax-demo --workdir=runs/demo --config.train.steps=300
 
-Trains a SentencePiece tokenizer and the tiny transformer, hybrid and recurrent models
-on identical data (the standard library's Python source and docstring prose unless
---config.data.sources says otherwise), scores a frozen held-out eval pack with every
-exported checkpoint, runs the gap analysis and probes, and writes
-runs/demo/report/report.html. Rerunning resumes where it stopped.
+(`python -m hybrid_jax.apps.demo` is the same.) It trains a SentencePiece tokenizer and
+the tiny transformer, hybrid and recurrent models on identical data (the standard
+library's Python source and docstring prose, unless e.g.
+--config.data.sources=corpus:../shared/data/corpus says otherwise), scores a frozen
+held-out eval pack with every exported checkpoint, runs the gap analysis and probes,
+and writes <workdir>/report/report.html. Rerunning resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -15,19 +15,26 @@ from __future__ import annotations
 import logging
 import pathlib
 
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from hybrid_jax.study import run_study
+from hybrid_jax.apps import cli
 
 _CONFIG_FILE = pathlib.Path(__file__).resolve().parents[2] / "configs" / "lm.py"
-_CONFIG = config_flags.DEFINE_config_file("config", f"{_CONFIG_FILE}:size=tiny")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where everything is written.")
-_TAGGER = flags.DEFINE_enum("tagger", "auto", ["auto", "brown", "spacy"], "POS tagger.")
+_CONFIG = cli.define_config_file(
+    "config", f"{_CONFIG_FILE}:size=tiny", "Config file of the three models' common "
+    "settings (the architecture is set per model); override any field with "
+    "--config.<section>.<field>=<value>.")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where everything is written; "
+                               "rerun with the same directory to resume.")
+_TAGGER = flags.DEFINE_enum("tagger", "auto", ["auto", "brown", "spacy"],
+                            "POS tagger of the analysis: NLTK Brown-trained, spaCy "
+                            "en_core_web_sm, or auto (Brown when its corpus is found).")
 
 
 def main(argv: list[str]) -> None:
     del argv
+    from hybrid_jax.study import run_study
+
     logging.getLogger("hybrid_jax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
     config = _CONFIG.value
@@ -46,7 +53,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

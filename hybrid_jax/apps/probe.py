@@ -1,12 +1,14 @@
-"""Score synthetic probes (bracket closing, verbatim repeats, pronoun and entity
+r"""Score synthetic probes (bracket closing, verbatim repeats, pronoun and entity
 tracking at controlled distances) with one or more checkpoints.
 
-    python -m hybrid_jax.apps.probe \
+    hybrid-jax-probe \
         --checkpoints=transformer=runs/demo/transformer/final,hybrid=runs/demo/hybrid/final \
         --tokenizer=sentencepiece:runs/demo/tokenizer.model --out=runs/demo/probes
 
-Writes <out>/probes.parquet (one row per probe item and model) and <out>/summary.csv
-(mean metric per probe, model and distance), and prints the summary.
+(`python -m hybrid_jax.apps.probe` is the same; these checkpoints are those that
+`hybrid-jax-demo` writes.) Writes <out>/probes.parquet (one row per probe item and
+model) and <out>/summary.csv (mean metric per probe, model and distance), and prints
+the summary.
 """
 
 from __future__ import annotations
@@ -14,20 +16,17 @@ from __future__ import annotations
 import logging
 import pathlib
 
-import pandas as pd
 from absl import app, flags
 
-from hybrid_jax.analysis.probes import make_probes, score_probes, summarize_probes
-from hybrid_jax.data.tokenizers import load_tokenizer
-from hybrid_jax.scoring.loading import load_for_scoring
-from hybrid_jax.scoring.texts import text_score_fn
-from hybrid_jax.sharding import make_mesh
+from hybrid_jax.apps import cli
 
 _CKPTS = flags.DEFINE_list("checkpoints", None, "name=checkpoint_dir, comma-separated.",
                            required=True)
-_TOK = flags.DEFINE_string("tokenizer", None, "Tokenizer spec the models were trained with.",
+_TOK = flags.DEFINE_string("tokenizer", None, "Tokenizer spec the models were trained with: "
+                           "bytes, sentencepiece:<file> or hf:<tokenizer.json>.",
                            required=True)
-_OUT = flags.DEFINE_string("out", None, "Output directory.", required=True)
+_OUT = flags.DEFINE_string("out", None, "Output directory (probes.parquet, summary.csv).",
+                           required=True)
 _DIST = flags.DEFINE_list("distances", ["32", "64", "128", "256", "512"],
                           "Distances (in words) between the cue and the probed token.")
 _PER = flags.DEFINE_integer("per_distance", 6, "Items per probe kind and distance.")
@@ -42,22 +41,47 @@ def _named_checkpoints(specs: list[str]) -> dict[str, str]:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise app.UsageError(f"--checkpoints entry {spec!r} is not name=directory")
+        if not pathlib.Path(path).is_dir():
+            raise cli.InputPathError(f"--checkpoints entry {spec!r}: no such directory")
         named[name] = path
     return named
 
 
+def _distances(values: list[str]) -> tuple[int, ...]:
+    try:
+        out = tuple(int(d) for d in values)
+    except ValueError:
+        out = ()
+    if not out or min(out) < 1:
+        raise app.UsageError(f"--distances={','.join(values)}: need positive integers")
+    return out
+
+
 def main(argv: list[str]) -> None:
     del argv
-    logging.getLogger("hybrid_jax").setLevel(logging.INFO)
     checkpoints = _named_checkpoints(_CKPTS.value)
-    tokenizer = load_tokenizer(_TOK.value)
+    distances = _distances(_DIST.value)
+    from hybrid_jax.data.tokenizers import load_tokenizer
+
+    with cli.reading("tokenizer", _TOK.value, ValueError):
+        tokenizer = load_tokenizer(_TOK.value)  # (before jax: a bad spec fails at once)
+
+    import pandas as pd
+
+    from hybrid_jax.analysis.probes import make_probes, score_probes, summarize_probes
+    from hybrid_jax.scoring.loading import load_for_scoring
+    from hybrid_jax.scoring.texts import text_score_fn
+    from hybrid_jax.sharding import make_mesh
+
+    logging.getLogger("hybrid_jax").setLevel(logging.INFO)
     mesh = make_mesh({"data": -1})
     score_fns = {}
     for name, path in checkpoints.items():
-        _, graphdef, params = load_for_scoring(path, mesh=mesh, dtype=_DTYPE.value)
+        # (orbax / tensorstore report a corrupt or truncated file as ValueError)
+        with cli.reading("checkpoints", f"{name}={path}", ValueError):
+            _, graphdef, params = load_for_scoring(path, mesh=mesh, dtype=_DTYPE.value)
         score_fns[name] = text_score_fn(graphdef, params, tokenizer, batch_size=_BATCH.value)
-    items = make_probes(seed=_SEED.value, distances=tuple(int(d) for d in _DIST.value),
-                        per_distance=_PER.value)
+    items = make_probes(seed=_SEED.value, distances=distances, per_distance=_PER.value)
     scores = score_probes(items, score_fns)
     out = pathlib.Path(_OUT.value)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,7 +96,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

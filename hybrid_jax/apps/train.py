@@ -1,10 +1,12 @@
-"""Train a language model; rerun with the same workdir to resume.
+r"""Train a language model; rerun with the same workdir to resume.
 
-    python -m hybrid_jax.apps.train --config=configs/lm.py:arch=hybrid,size=tiny \
-        --workdir=runs/hybrid_tiny [--config.train.steps=500 ...]
+    hybrid-jax-train --config=configs/lm.py:arch=hybrid,size=tiny \
+        --workdir=runs/hybrid_tiny --config.train.steps=100
 
-Multi-host: start the same command on every host (see launch/); the processes find
-each other through `jax.distributed.initialize()`.
+(from the repository root; `python -m hybrid_jax.apps.train` is the same). Every
+field of the config can be overridden as `--config.<section>.<field>=<value>` (see
+configs/lm.py). Multi-host: start the same command on every host (see launch/); the
+processes find each other through `jax.distributed.initialize()`.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ import logging
 import os
 from collections.abc import Mapping
 
-import jax
-from absl import app, flags
-from ml_collections import config_flags
+from absl import flags
 
-from hybrid_jax.sharding import initialize_distributed
-from hybrid_jax.train.loop import train
+from hybrid_jax.apps import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/lm.py:...).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and exports go.")
+_CONFIG = cli.define_config_file(
+    "config", None, "Config file and its argument, e.g. configs/lm.py:arch=hybrid,size=60m; "
+    "override any field with --config.<section>.<field>=<value>.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and exports go; "
+                               "rerun with the same directory to resume.")
 _CACHE = flags.DEFINE_string(
     "compilation_cache", "auto",
     "Persistent XLA compilation cache, so that a resumed run does not compile again: "
@@ -44,6 +46,11 @@ def compilation_cache_dir(flag: str, workdir: str, platform: str,
 
 def main(argv: list[str]) -> None:
     del argv
+    import jax
+
+    from hybrid_jax.sharding import initialize_distributed
+    from hybrid_jax.train.loop import train
+
     logging.getLogger("hybrid_jax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax logs every file it renames
     initialize_distributed()
@@ -58,7 +65,7 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
-    app.run(main)
+    cli.run(main)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,21 @@ import pathlib
 from collections.abc import Iterable, Iterator
 
 from hybrid_jax.data.stdlib_corpus import Document, stdlib_documents
+from hybrid_jax.errors import UserError
 
 log = logging.getLogger("hybrid_jax.data")
 
-__all__ = ["Document", "SourceStats", "load_documents", "iter_jsonl", "iter_text_files"]
+__all__ = ["Document", "SourceError", "MissingSourceError", "SourceStats", "load_documents",
+           "iter_jsonl", "iter_text_files"]
+
+
+class SourceError(UserError, ValueError):
+    """A source spec or one of its files cannot be used; the message names the spec or
+    the file and line."""
+
+
+class MissingSourceError(SourceError, FileNotFoundError):
+    """A source's path or glob matches no file."""
 
 
 @dataclasses.dataclass
@@ -50,7 +61,7 @@ class SourceStats:
 def _expand(pattern: str) -> list[pathlib.Path]:
     paths = sorted(pathlib.Path(p) for p in glob.glob(pattern, recursive=True))
     if not paths:
-        raise FileNotFoundError(f"no files match {pattern!r}")
+        raise MissingSourceError(f"no files match {pattern!r}")
     return paths
 
 
@@ -71,10 +82,10 @@ def iter_jsonl(pattern: str, stats: SourceStats) -> Iterator[Document]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+                    raise SourceError(f"{where}: not valid JSON ({e.msg})") from None
                 text = obj.get("text") if isinstance(obj, dict) else None
                 if not isinstance(text, str):
-                    raise ValueError(f"{where}: no string field 'text'")
+                    raise SourceError(f"{where}: no string field 'text'")
                 if not text.strip():
                     stats.skip("empty text", where)
                     continue
@@ -112,7 +123,7 @@ def _iter_spec(spec: str, stats: SourceStats) -> Iterable[Document]:
         docs = stdlib_documents()
         stats.read += len(docs)
         return docs
-    raise ValueError(f"unknown document source {spec!r}; use jsonl:<glob>, text:<glob>, "
+    raise SourceError(f"unknown document source {spec!r}; use jsonl:<glob>, text:<glob>, "
                      f"corpus:<dir> or stdlib")
 
 
@@ -122,13 +133,13 @@ def load_documents(specs: str | Iterable[str]) -> tuple[list[Document], SourceSt
         specs = [s.strip() for s in specs.split(",") if s.strip()]
     specs = list(specs)
     if not specs:
-        raise ValueError("no document source given")
+        raise SourceError("no document source given")
     stats = SourceStats()
     docs: list[Document] = []
     for spec in specs:
         docs.extend(_iter_spec(spec, stats))
     if not docs:
-        raise ValueError(f"the sources {specs} hold no usable document ({stats.summary()})")
+        raise SourceError(f"the sources {specs} hold no usable document ({stats.summary()})")
     log.info("documents: %s", stats.summary())
     return docs, stats
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from typing import Any
-
-import jax.numpy as jnp
+from typing import TYPE_CHECKING, Any
 
 from hybrid_jax.errors import UserError
+
+if TYPE_CHECKING:  # jax is imported where used: configs/*.py load this for a tool's --help
+    import jax.numpy as jnp
 
 LAYER_TYPES = ("swa", "full", "gdn")
 _DTYPES = ("float32", "bfloat16", "float16")
@@ -164,10 +165,14 @@ class ModelConfig:
 
     @property
     def compute_dtype(self) -> jnp.dtype:
+        import jax.numpy as jnp
+
         return jnp.dtype(self.dtype)
 
     @property
     def weight_dtype(self) -> jnp.dtype:
+        import jax.numpy as jnp
+
         return jnp.dtype(self.param_dtype)
 
     def replace(self, **changes: Any) -> ModelConfig:
