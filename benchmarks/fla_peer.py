@@ -15,6 +15,12 @@ K^-0.5 by default), so "FlashQLA" here is exactly what an fla user gets with it 
 `fla_backend(flash_qla)` sets FLA_FLASH_QLA around a call (fla reads it per call), and
 `flashqla_refusal` asks fla's own backend whether it would take the inputs, so a
 FlashQLA row never silently times the Triton path.
+
+fla's "Triton path" is not all Triton once tilelang is importable (the FlashQLA bundle
+brings it): on Hopper with Triton >= 3.4 fla refuses its Triton `chunk_bwd_dqkwg`
+(wrong results, fla #640) and its 'common' TileLang backend takes that one backward
+kernel instead (fla/ops/common/backends/tilelang). So without tilelang fla's backward
+refuses, with it it runs; `fla_backward_note` says which, and the rows record it.
 """
 
 from __future__ import annotations
@@ -66,6 +72,18 @@ def fla_call(flash_qla: bool) -> Callable:
             return chunk_gated_delta_rule(*args, **kw)
 
     return call
+
+
+def fla_backward_note() -> str:
+    """Which kernel fla's non-FlashQLA backward would use for chunk_bwd_dqkwg here."""
+    try:
+        from fla.ops.common.backends.tilelang import CommonTileLangBackend
+    except ImportError as e:
+        return f"triton (no TileLang backend: {e})"
+    backend = CommonTileLangBackend()
+    if backend.is_available() and backend.is_enabled():
+        return "tilelang chunk_bwd_dqkwg (fla's Hopper workaround), the rest Triton"
+    return "triton (fla refuses it on Hopper with Triton 3.4 .. 3.7.0)"
 
 
 def to_torch(x, device: str = "cuda"):

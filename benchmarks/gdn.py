@@ -6,7 +6,9 @@ by default the same):
     xla        hybrid_jax chunked UT/WY form under jit (the reference tier)
     pallas     hybrid_jax Pallas Triton kernels (`pallas_gpu.py`), through the dispatcher
     fla        flash-linear-attention `chunk_gated_delta_rule` (torch/Triton), if importable,
-               called with FLA_FLASH_QLA=0 so the Triton path is what is timed
+               called with FLA_FLASH_QLA=0 so the Triton path is what is timed (its
+               backward's dqkwg kernel on TileLang where tilelang is importable, as
+               fla does on Hopper; the row says which: `fla_peer.py`)
     flashqla   the same fla call with FLA_FLASH_QLA=1: fla 0.6.0 then hands it to FlashQLA
                (Qwen's fused TileLang forward and backward for Hopper, K = V = 128, bf16 /
                fp16, beta in (0, 1)), if `flash_qla` is importable and fla's FlashQLA
@@ -39,7 +41,12 @@ os.environ.setdefault("FLA_FLASH_QLA", "0")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from fla_peer import fla_call, flashqla_refusal, versions  # noqa: E402 (on sys.path)
+from fla_peer import (  # noqa: E402  (benchmarks/ is on sys.path)
+    fla_backward_note,
+    fla_call,
+    flashqla_refusal,
+    versions,
+)
 from gdn_check import cross_check, parse_shapes  # noqa: E402
 from timing import time_jax, time_torch  # noqa: E402
 
@@ -193,6 +200,8 @@ def bench_fla(b, t, h, d, dv, *, flash_qla: bool = False):
         o, _ = chunk_gated_delta_rule(*leaves)
         return torch.autograd.grad(o.float().sum(), leaves)
 
+    if not flash_qla:
+        out["backward"] = fla_backward_note()
     try:
         out["fwd+bwd"] = time_torch(fwd_bwd)
     except RuntimeError as e:  # fla refuses its backward on Hopper with Triton < 3.7.1
@@ -365,6 +374,8 @@ def print_row(row, impls) -> None:
             cells.append(f"{mode} {ms:8.3f} ms {tokens / ms / 1e3:7.2f} Mtok/s{ratio}")
         if isinstance(r.get("fwd_do_bench"), float):
             cells.append(f"fwd by do_bench {r['fwd_do_bench']:.3f} ms")
+        if "backward" in r:
+            cells.append(f"backward: {r['backward']}")
         print(f"  {impl:<11} " + " | ".join(cells))
 
 

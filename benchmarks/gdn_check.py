@@ -28,7 +28,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
-from fla_peer import fla_call, flashqla_refusal, to_torch  # benchmarks/ is on sys.path
+from fla_peer import (  # benchmarks/ is on sys.path
+    fla_backward_note,
+    fla_call,
+    flashqla_refusal,
+    to_torch,
+)
 
 from hybrid_jax.kernels.gdn import gated_delta_rule, gated_delta_rule_recurrent
 
@@ -119,6 +124,8 @@ def cross_check(shape: tuple[int, int, int], d: int, dv: int, impls: list[str]) 
                 row[impl] = _errors(got, ref)
                 if why_no_grads:
                     row[impl]["gradients"] = why_no_grads
+                elif impl == "fla":
+                    row[impl]["gradients"] = fla_backward_note()
         except Exception as e:  # a missing package or a refusal: say so, check the rest
             row[impl] = f"unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
     print_check(row, impls)
