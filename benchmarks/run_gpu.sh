@@ -30,6 +30,9 @@
 #                over SMs, its intra-card CP; and B2 T1024 H4); then the release heads
 #                (H30 K96 V192) at B1 T8192, ours vs fla Triton (FlashQLA takes K = V =
 #                128 only)
+#   gpu_tests_head_dims  the compiled attention kernels at the ladder's padded head dims
+#                (48 / 80 / 96: Triton fwd+bwd, Mosaic fwd), the 60M train step's lowering
+#                (flash kernels, no [T, T] array) and GDN at the 60M heads (K 36, V 72)
 #   train_small  issue 22's small presets: the 60M transformer / hybrid / recurrent at
 #                T=1024 B=64, and the transformer at the old shape T=4096 B=4
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
@@ -43,7 +46,7 @@ out=$1; shift
 for stage in "$@"; do
   case $stage in
     compile|gdn|attention|scoring|train|train_remat|gdn_release|gdn_wy|blocks|loss_chunk|gpu_tests) ;;
-    gdn_qla|train_small) ;;
+    gdn_qla|train_small|gpu_tests_head_dims) ;;
     *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
   esac
 done
@@ -114,6 +117,11 @@ for stage in "$@"; do
         --timeout_s=240 --out="$out/train_60m_t1024_b64.json"
       "$py" "$here/train_throughput.py" --sizes=60m --archs=transformer --seq_len=4096 \
         --batch=4 --timeout_s=240 --out="$out/train_60m_transformer_t4096_b4.json" ;;
+    gpu_tests_head_dims)
+      (cd "$here/.." && "$py" -m pytest -q -p no:cacheprovider -o addopts="" -rA \
+        -k "gpu or 60m" tests/kernels/test_attention_head_dims.py \
+        "tests/kernels/test_gdn_pallas.py::test_gpu_realistic[bfloat16-36-72-True]") \
+        | tee "$out/gpu_tests_head_dims.txt" ;;
     gpu_tests)
       # TPU-kernel and splash cases run in interpret mode anywhere: CI covers them.
       (cd "$here/.." && "$py" -m pytest -q -p no:cacheprovider -o addopts="" \
