@@ -1,18 +1,32 @@
-"""Gated DeltaNet speed: our implementations vs fla's Triton kernel vs cuDNN attention.
+"""Gated DeltaNet speed: our implementations vs fla's Triton kernel, FlashQLA and cuDNN
+attention.
 
 Same run, same GPU, same shapes (bf16, H heads, Dk = `--head_dim`, Dv = `--value_dim`,
 by default the same):
     xla        hybrid_jax chunked UT/WY form under jit (the reference tier)
     pallas     hybrid_jax Pallas Triton kernels (`pallas_gpu.py`), through the dispatcher
     fla        flash-linear-attention `chunk_gated_delta_rule` (torch/Triton), if importable,
-               with FLA_FLASH_QLA=0 so the Triton path is what is timed
+               called with FLA_FLASH_QLA=0 so the Triton path is what is timed (its
+               backward's dqkwg kernel on TileLang where tilelang is importable, as
+               fla does on Hopper; the row says which: `fla_peer.py`)
+    flashqla   the same fla call with FLA_FLASH_QLA=1: fla 0.6.0 then hands it to FlashQLA
+               (Qwen's fused TileLang forward and backward for Hopper, K = V = 128, bf16 /
+               fp16, beta in (0, 1)), if `flash_qla` is importable and fla's FlashQLA
+               backend accepts the inputs (else the row says why, nothing silently falls
+               back to Triton). Bundle: ../shared/tools/flashqla_bundle.sh
     cudnn_attn causal softmax attention through jax.nn.dot_product_attention(cudnn)
 Modes: fwd and fwd+bwd (gradients wrt q, k, v, g, beta). Prints times, tokens/s and
 ratios against `xla` per shape, then a summary table (Pallas against fla and against its
-own forward), and writes every number to JSON. `--sweep` first times Pallas kernel
-variants (V-block width, warps) at one shape. Not a test: run it on the GPU machine.
+own forward) and, with flashqla among the impls, the peer table (Pallas against fla
+Triton and FlashQLA), and writes every number to JSON. `--check` first runs each
+implementation at small shapes against the float32 per-token recurrence
+(`gdn_check.py`: outputs, final state and gradients, max abs / relative error), so a
+peer is known to compute the same function. `--sweep` times Pallas kernel variants
+(V-block width, warps) at one shape. Not a test: run it on the GPU machine.
 
     python benchmarks/gdn.py --out=/tmp/gdn.json --seq_lens=2048,4096,8192,16384
+    python benchmarks/gdn.py --impls=pallas,fla,flashqla --seq_lens=4096,8192 \
+        --check='1,4096,4;2,1024,4' --out=/tmp/gdn_qla.json
 """
 
 from __future__ import annotations
@@ -27,7 +41,14 @@ os.environ.setdefault("FLA_FLASH_QLA", "0")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-from timing import time_jax, time_torch  # noqa: E402  (benchmarks/ is on sys.path as a script)
+from fla_peer import (  # noqa: E402  (benchmarks/ is on sys.path)
+    fla_backward_note,
+    fla_call,
+    flashqla_refusal,
+    versions,
+)
+from gdn_check import cross_check, parse_shapes  # noqa: E402
+from timing import time_jax, time_torch  # noqa: E402
 
 from hybrid_jax.kernels.gdn import (  # noqa: E402
     gated_delta_rule,
@@ -158,21 +179,29 @@ def _fla_inputs(b, t, h, d, dv):
     return q, k, v, g, beta
 
 
-def bench_fla(b, t, h, d, dv):
-    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+def bench_fla(b, t, h, d, dv, *, flash_qla: bool = False):
+    """fla's Triton path (flash_qla=False) or FlashQLA through fla (True): ms of fwd and
+    fwd+bwd (gradients of sum(o) wrt q, k, v, g, beta, returned, not accumulated)."""
+    import torch
     from triton.testing import do_bench
 
     q, k, v, g, beta = _fla_inputs(b, t, h, d, dv)
+    if flash_qla and (why := flashqla_refusal(q, k, v, g, beta)):
+        return f"unavailable: {why}"
+    chunk_gated_delta_rule = fla_call(flash_qla)
     fwd = lambda: chunk_gated_delta_rule(q, k, v, g, beta)  # noqa: E731
+
     # the ratio tables use `fwd` (timing.py's method, as ours); `fwd_do_bench` is Triton's
     # own per-call CUDA-event timing, the method behind the anchors' fla numbers
     out = {"fwd": time_torch(fwd), "fwd_do_bench": do_bench(fwd, return_mode="median")}
-    leaves = [x.requires_grad_() for x in (q, k, v, g, beta)]
+    leaves = [x.detach().requires_grad_() for x in (q, k, v, g, beta)]
 
     def fwd_bwd():
         o, _ = chunk_gated_delta_rule(*leaves)
-        o.float().sum().backward()
+        return torch.autograd.grad(o.float().sum(), leaves)
 
+    if not flash_qla:
+        out["backward"] = fla_backward_note()
     try:
         out["fwd+bwd"] = time_torch(fwd_bwd)
     except RuntimeError as e:  # fla refuses its backward on Hopper with Triton < 3.7.1
@@ -230,6 +259,10 @@ def main() -> None:
                         help="time each Pallas kernel alone at T=4096 for these variants "
                              "(syntax of --sweep; '' for the defaults only: pass ' '), and "
                              "fla's forward stages too when fla is among --impls")
+    parser.add_argument("--check", default="",
+                        help="cross-check every impl against the float32 recurrence at "
+                             "these 'B,T,H' shapes (';'-separated, K and V as timed) "
+                             "before timing, e.g. '1,4096,4;2,1024,4'")
     parser.add_argument("--interpret", action="store_true",
                         help="run the Pallas kernels in the interpreter (CPU smoke test)")
     args = parser.parse_args()
@@ -238,6 +271,8 @@ def main() -> None:
     h, d = args.heads, args.head_dim
     dv = args.value_dim or d
     results = []
+    impls = args.impls.split(",")
+    check_rows = [cross_check(shape, d, dv, impls) for shape in parse_shapes(args.check)]
     b4 = max(1, args.tokens // 4096)
     breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d, dv) if args.breakdown else []
     fla_stages = (fla_breakdown(b4, 4096, h, d, dv)
@@ -252,18 +287,21 @@ def main() -> None:
             try:
                 if impl in ("xla", "pallas"):
                     row[impl] = bench_ours(impl, b, t, h, d, dv)
-                elif impl == "fla":
-                    row[impl] = bench_fla(b, t, h, d, dv)
+                elif impl in ("fla", "flashqla"):
+                    row[impl] = bench_fla(b, t, h, d, dv, flash_qla=impl == "flashqla")
                 elif impl == "cudnn_attn":
                     row[impl] = bench_cudnn_attention(b, t, h, d)
             except Exception as e:  # report, keep measuring the others
                 row[impl] = f"unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
         results.append(row)
-        print_row(row, args.impls.split(","))
+        print_row(row, impls)
     print_summary(results)
+    if "flashqla" in impls:
+        print_peers(results)
     with open(args.out, "w") as f:
         json.dump({"device": str(jax.devices()[0]), "jax": jax.__version__,
-                   "results": results, "pallas_sweep": sweep_rows,
+                   "peers": versions(), "impls": impls, "results": results,
+                   "cross_check": check_rows, "pallas_sweep": sweep_rows,
                    "pallas_breakdown": breakdown_rows, "fla_breakdown": fla_stages}, f,
                   indent=2)
     print(f"wrote {args.out}")
@@ -295,6 +333,26 @@ def print_summary(results) -> None:
               f"{cell(ratio(p_b, p_f), '{:19.2f}x')}")
 
 
+def print_peers(results) -> None:
+    """Issue 23's table: Pallas against fla Triton and FlashQLA, ms, and our speed as a
+    multiple of FlashQLA's (> 1: ours faster)."""
+    def cell(x, fmt="{:9.3f}"):
+        return fmt.format(x) if x is not None else f"{'-':>9}"
+
+    print("\nms (bf16)                    fwd: pallas  fla Triton  FlashQLA | fwd+bwd: pallas"
+          "  FlashQLA | pallas speed / FlashQLA's: fwd  fwd+bwd")
+    for row in results:
+        p_f, p_b = _ms(row, "pallas", "fwd"), _ms(row, "pallas", "fwd+bwd")
+        q_f, q_b = _ms(row, "flashqla", "fwd"), _ms(row, "flashqla", "fwd+bwd")
+        ratio = lambda a, b: a / b if a is not None and b is not None else None  # noqa: E731
+        print(f"B={row['b']:<2} T={row['t']:<6} H={row['h']} K={row['d']} V={row['dv']}  "
+              f"{cell(p_f)} {cell(_ms(row, 'fla', 'fwd'), '{:11.3f}')} {cell(q_f)} |"
+              f"         {cell(p_b)} {cell(q_b)} |"
+              f"{cell(ratio(q_f, p_f), '{:29.2f}x')} {cell(ratio(q_b, p_b), '{:7.2f}x')}")
+        if isinstance(row.get("flashqla"), str):
+            print(f"  flashqla: {row['flashqla']}")
+
+
 def print_row(row, impls) -> None:
     tokens = row["b"] * row["t"]
     print(f"\nB={row['b']} T={row['t']} H={row['h']} D={row['d']} Dv={row['dv']} "
@@ -316,6 +374,8 @@ def print_row(row, impls) -> None:
             cells.append(f"{mode} {ms:8.3f} ms {tokens / ms / 1e3:7.2f} Mtok/s{ratio}")
         if isinstance(r.get("fwd_do_bench"), float):
             cells.append(f"fwd by do_bench {r['fwd_do_bench']:.3f} ms")
+        if "backward" in r:
+            cells.append(f"backward: {r['backward']}")
         print(f"  {impl:<11} " + " | ".join(cells))
 
 

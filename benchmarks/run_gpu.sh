@@ -24,8 +24,21 @@
 #                the layer pattern beside the scorer's window time
 #   loss_chunk   1B transformer training step, full logits vs 256-position pieces
 #   gpu_tests    the kernel tests on the compiled kernels (GDN and attention, Triton and Mosaic)
+#   gdn_qla      issue 23's peers: ours vs fla Triton vs FlashQLA at B4 T4096 and B2 T8192
+#                (H32 K=V=128), fwd and fwd+bwd, after a cross-check of each against the
+#                float32 recurrence (B1 T4096 H4: at B=1 FlashQLA may split the sequence
+#                over SMs, its intra-card CP; and B2 T1024 H4); then the release heads
+#                (H30 K96 V192) at B1 T8192, ours vs fla Triton (FlashQLA takes K = V =
+#                128 only)
+#   gpu_tests_head_dims  the compiled attention kernels at the ladder's padded head dims
+#                (48 / 80 / 96: Triton fwd+bwd, Mosaic fwd), the 60M train step's lowering
+#                (flash kernels, no [T, T] array) and GDN at the 60M heads (K 36, V 72)
+#   train_small  issue 22's small presets: the 60M transformer / hybrid / recurrent at
+#                T=1024 B=64, and the transformer at the old shape T=4096 B=4
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
-# the gdn stage (FLA_FLASH_QLA=0 is set here), transformers for the scoring stage.
+# the gdn stages (FLA_FLASH_QLA=0 is set here; gdn_qla switches it per call), the
+# FlashQLA bundle (../shared/tools/flashqla_bundle.sh, unpacked on PYTHONPATH) for
+# gdn_qla's FlashQLA rows, transformers for the scoring stage.
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 2; fi
@@ -33,6 +46,7 @@ out=$1; shift
 for stage in "$@"; do
   case $stage in
     compile|gdn|attention|scoring|train|train_remat|gdn_release|gdn_wy|blocks|loss_chunk|gpu_tests) ;;
+    gdn_qla|train_small|gpu_tests_head_dims) ;;
     *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
   esac
 done
@@ -92,6 +106,22 @@ for stage in "$@"; do
         "$py" "$here/train_throughput.py" --archs=transformer --sizes=1b \
           --loss_chunk=$chunk --out="$out/train_loss_chunk_$chunk.json"
       done ;;
+    gdn_qla)
+      "$py" "$here/gdn.py" --impls=pallas,fla,flashqla --heads=32 --head_dim=128 \
+        --tokens=16384 --seq_lens=4096,8192 --check='1,4096,4;2,1024,4' \
+        --out="$out/gdn_qla.json"
+      "$py" "$here/gdn.py" --impls=pallas,fla --heads=30 --head_dim=96 --value_dim=192 \
+        --tokens=8192 --seq_lens=8192 --check='1,2048,4' --out="$out/gdn_qla_release.json" ;;
+    train_small)
+      "$py" "$here/train_throughput.py" --sizes=60m --seq_len=1024 --batch=64 \
+        --timeout_s=240 --out="$out/train_60m_t1024_b64.json"
+      "$py" "$here/train_throughput.py" --sizes=60m --archs=transformer --seq_len=4096 \
+        --batch=4 --timeout_s=240 --out="$out/train_60m_transformer_t4096_b4.json" ;;
+    gpu_tests_head_dims)
+      (cd "$here/.." && "$py" -m pytest -q -p no:cacheprovider -o addopts="" -rA \
+        -k "gpu or 60m" tests/kernels/test_attention_head_dims.py \
+        "tests/kernels/test_gdn_pallas.py::test_gpu_realistic[bfloat16-36-72-True]") \
+        | tee "$out/gpu_tests_head_dims.txt" ;;
     gpu_tests)
       # TPU-kernel and splash cases run in interpret mode anywhere: CI covers them.
       (cd "$here/.." && "$py" -m pytest -q -p no:cacheprovider -o addopts="" \

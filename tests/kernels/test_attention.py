@@ -115,13 +115,15 @@ def test_dispatch_choices():
     assert pick("pallas", q16, k16, seg, backend="cpu") is AttentionImpl.PALLAS  # interpreter
     assert pick("splash", q16, k16, backend="cpu") is AttentionImpl.SPLASH  # interpreter
     q96, k96, _ = qkv(0, h=96, dtype=jnp.bfloat16)
-    assert pick("auto", q96, k96, seg) is AttentionImpl.XLA  # neither cuDNN nor Pallas
+    assert pick("auto", q96, k96, seg) is AttentionImpl.PALLAS  # head dim padded to 128
+    q320, k320, _ = qkv(0, h=320, dtype=jnp.bfloat16)
+    assert pick("auto", q320, k320, seg) is AttentionImpl.XLA  # neither cuDNN nor Pallas
     with pytest.raises(ValueError, match="segment ids"):
         pick("cudnn", q16, k16, seg)
     with pytest.raises(ValueError, match="needs a GPU"):
         pick("cudnn", q16, k16, backend="cpu")
-    with pytest.raises(ValueError, match="head dim 96"):
-        pick("pallas", q96, k96)
+    with pytest.raises(ValueError, match="head dim 320"):
+        pick("pallas", q320, k320)
     with pytest.raises(ValueError, match="attention_impl='flash' is not one of"):
         pick("flash", q16, k16)
 

@@ -203,6 +203,20 @@ def test_interpret_pad_v_to_block_multiple(dtype, dk, dv, pad_v):
     assert f",{dv}]" in text.replace(" ", "") and f",{pc.next_pow2(dv)}]" not in text
 
 
+@pytest.mark.parametrize("kind,dk,dv", [
+    ("gpu", 36, 72),  # the 60m preset's GDN heads: padded to 64 / 128
+    ("gpu", 48, 96),  # 100m..370m: padded to 64 / 128
+    ("tpu", 36, 72),
+])
+def test_interpret_ladder_head_dims(kind, dk, dv):
+    """The presets' GDN head dims (3/4 and 3/2 of the attention head dim) are zero-padded
+    to the kernels' sizes; forward, final state and gradients stay the recurrence's
+    (a scale taken from the padded K, or padding that leaked, would fail here)."""
+    assert (pc.next_pow2(dk), pc.padded_dim(dv, default_pad_v(dv))) == (64, 128)
+    inputs, h0 = make_inputs(dk + dv, b=1, t=40, n=2, dk=dk, dv=dv)
+    _check(_kernel(kind, 16), inputs, h0, _packed(1, 40, dk), jnp.float32)
+
+
 def test_padded_dim():
     assert [pc.padded_dim(x) for x in (8, 48, 96, 192)] == [16, 64, 128, 256]
     assert [pc.padded_dim(x, 64) for x in (8, 48, 96, 192, 200)] == [16, 64, 128, 192, 256]
@@ -229,6 +243,7 @@ def test_rejects_bad_tiling():
     (jnp.float32, 128, 128, True),
     (jnp.bfloat16, 96, 192, True),  # the release's head dims, padded to 128 / 256
     (jnp.float32, 64, 64, False),
+    (jnp.bfloat16, 36, 72, True),  # the 60m preset's heads, padded to 64 / 128
 ])
 def test_gpu_realistic(dtype, dk, dv, packed):
     b, t, n = 2, 1000, 4

@@ -5,12 +5,16 @@
     cudnn   `jax.nn.dot_product_attention(implementation='cudnn')` on NVIDIA GPUs:
             causal or causal + left window, bf16/fp16, no segment ids.
     pallas  Pallas flash attention (`pallas_gpu.py`): every mask, segment ids
-            included, GQA, head dims that are powers of two; Triton kernels, and on
-            Hopper GPUs (bf16 / fp16, head dims 64 / 128) the forward of
-            `mosaic_gpu.py`.
-    splash  TPU splash attention (`splash.py`), shard_map-ed over the active mesh.
+            included, GQA, head dims up to 256 (other than powers of two zero-padded
+            to the next one: exact); Triton kernels, and on Hopper GPUs (bf16 / fp16,
+            kernel head dims 64 / 128) the forward of `mosaic_gpu.py`.
+            $HYBRID_JAX_ATTENTION_FORWARD = auto | triton | mosaic picks that forward
+            (default auto: Mosaic where it runs), for A/B runs of a whole model.
+    splash  TPU splash attention (`splash.py`), shard_map-ed over the active mesh;
+            any head dim (splash's blocks span the whole head dim).
     auto    GPU: cudnn where it applies (no segment ids), else pallas, else xla;
-            TPU: splash; CPU: xla.
+            TPU: splash; CPU: xla. On a GPU every head dim of the preset ladder
+            (16, 48, 64, 80, 96, 128) takes cudnn or pallas, never the dense xla path.
 
 `pallas` and `splash` also run off their hardware, through the Pallas interpreter:
 slow, for tests only, and announced as such. The choice is logged once per distinct
@@ -19,16 +23,37 @@ slow, for tests only, and announced as such. The choice is logged once per disti
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 
-from hybrid_jax.kernels.attention.pallas_gpu import flash_attention, pallas_unsupported_reason
+from hybrid_jax.kernels.attention.pallas_gpu import (
+    flash_attention,
+    kernel_head_dim,
+    pallas_unsupported_reason,
+)
 from hybrid_jax.kernels.attention.reference import attention_reference, check_attention_args
 from hybrid_jax.kernels.attention.splash import splash_attention
 from hybrid_jax.kernels.impl import AttentionImpl, announce, parse, platform
 from hybrid_jax.typing import AttentionOut, Keys, Queries, SegmentIds, Values
 
 _CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
+FORWARD_ENV = "HYBRID_JAX_ATTENTION_FORWARD"
+
+
+def pallas_forward() -> str:
+    """The flash-attention forward kernel `pallas` runs: $HYBRID_JAX_ATTENTION_FORWARD
+    (auto | triton | mosaic), default auto."""
+    forward = os.environ.get(FORWARD_ENV, "auto").strip().lower() or "auto"
+    if forward not in ("auto", "triton", "mosaic"):
+        raise ValueError(f"{FORWARD_ENV}={forward!r}: expected auto, triton or mosaic")
+    return forward
+
+
+def _padding_note(h: int) -> str:
+    hp = kernel_head_dim(h)
+    return "" if hp == h else f"; head dim {h} zero-padded to {hp}"
 
 
 def cudnn_unsupported_reason(
@@ -69,7 +94,8 @@ def resolve_attention_impl(
                 announce("attention", "cudnn", "auto on gpu")
                 return AttentionImpl.CUDNN
             if why_not_pallas is None:
-                announce("attention", "pallas", f"auto on gpu; not cudnn: {why_not_cudnn}")
+                announce("attention", "pallas", f"auto on gpu; not cudnn: {why_not_cudnn}"
+                                                f"{_padding_note(q.shape[-1])}")
                 return AttentionImpl.PALLAS
             announce("attention", "xla", f"auto on gpu; not cudnn: {why_not_cudnn}; "
                                          f"not pallas: {why_not_pallas}")
@@ -124,7 +150,8 @@ def dot_product_attention(
             implementation="cudnn",
         )
     if choice is AttentionImpl.PALLAS:
-        return flash_attention(q, k, v, **masks, interpret=backend != "gpu")
+        return flash_attention(q, k, v, **masks, interpret=backend != "gpu",
+                               forward=pallas_forward())
     if choice is AttentionImpl.SPLASH:
         return splash_attention(q, k, v, **masks, interpret=backend != "tpu")
     return attention_reference(q, k, v, **masks)

@@ -31,7 +31,9 @@ block by block (FlashAttention-2). Grouped-query attention reads each key/value 
 in place for all query heads of its group (the kernels index the kv head, K and V are
 never repeated); the dK/dV kernel loops over the group's query heads and accumulates
 their contributions in registers. Sequences that are not a multiple of the block sizes
-are zero-padded to one (a copy of q, k, v), and the padding is masked or discarded.
+are zero-padded to one (a copy of q, k, v), and the padding is masked or discarded;
+head dims that are not a power of two (48, 80, 96) are zero-padded in the same copy
+(`kernel_head_dim`; exact, see `flash_attention`).
 
 Numerics: q·k and p·v products take the inputs' dtype (bf16 / fp16 on the tensor cores,
 float32 inputs at full float32 precision, never TF32) and accumulate in float32; the
@@ -126,13 +128,25 @@ def default_block_sizes(dtype: Any, head_dim: int) -> BlockSizes:
     return BlockSizes()
 
 
+MAX_HEAD_DIM = 256
+
+
+def kernel_head_dim(h: int) -> int:
+    """The head dim the kernels run at for inputs of head dim h: the next power of two,
+    at least 16 (Triton's tiles are powers of two, its dots at least 16 deep; the
+    Mosaic forward's are 64 or 128 wide). 48 -> 64, 80 and 96 -> 128, 64 -> 64."""
+    if not 1 <= h <= MAX_HEAD_DIM:
+        raise ValueError(f"head dim {h} is outside 1..{MAX_HEAD_DIM}")
+    return max(16, 1 << (h - 1).bit_length())
+
+
 def pallas_unsupported_reason(q: Queries, k: Keys) -> str | None:
     """Why this kernel cannot run these inputs, or None if it can."""
     if q.dtype not in _DTYPES or k.dtype != q.dtype:
         return f"dtypes {q.dtype}/{k.dtype} (needs float32, bfloat16 or float16, all equal)"
     h = q.shape[-1]
-    if h < 16 or h & (h - 1) or h > 256:
-        return f"head dim {h} (the Pallas kernel needs a power of two in 16..256)"
+    if h > MAX_HEAD_DIM:
+        return f"head dim {h} (the Pallas kernel takes at most {MAX_HEAD_DIM})"
     return None
 
 
@@ -523,7 +537,8 @@ def _document_bounds(segment_ids: SegmentIds, length: int) -> tuple[jax.Array, .
     return tuple(jnp.pad(x.astype(jnp.int32), pad, mode="edge") for x in (doc, start, end))
 
 
-def _use_mosaic(forward: str, q: jax.Array, k: jax.Array, interpret: bool) -> bool:
+def _use_mosaic(forward: str, q: Any, k: Any, interpret: bool) -> bool:
+    """Whether the forward runs on the Mosaic kernel; q, k at the kernels' head dim."""
     if forward not in ("auto", "triton", "mosaic"):
         raise ValueError(f"forward must be 'auto', 'triton' or 'mosaic', got {forward!r}")
     if forward == "triton":
@@ -534,7 +549,7 @@ def _use_mosaic(forward: str, q: jax.Array, k: jax.Array, interpret: bool) -> bo
         raise ValueError(f"the Mosaic GPU forward cannot run these inputs: {why_not}")
     if not interpret:
         announce("flash attention forward", "triton" if why_not else "mosaic",
-                 why_not or "Hopper GPU, bf16/fp16, head dim 64 or 128")
+                 why_not or "Hopper GPU, bf16/fp16, kernel head dim 64 or 128")
     return why_not is None
 
 
@@ -554,16 +569,27 @@ def flash_attention(
     """softmax(q k^T * scale + mask) v with the masks of `reference.py`, differentiable.
 
     Args:
-      q: [b, t, n, h]; k, v: [b, s, g, h], s >= t, n % g == 0, h a power of two.
+      q: [b, t, n, h]; k, v: [b, s, g, h], s >= t, n % g == 0, h <= 256.
       segment_ids: [b, s] document ids of the keys (the queries are the last t keys).
-      block_sizes: tiles and launch parameters (defaults: `BlockSizes`, aimed at h = 128).
+      scale: default h^-0.5 of the inputs' head dim h.
+      block_sizes: tiles and launch parameters (defaults: `default_block_sizes`).
       interpret: run through the Pallas interpreter (any backend; slow, for tests).
       forward: the forward kernel: "triton" (this module's), "mosaic" (the warp-
-        specialised Hopper kernel of `mosaic_gpu.py`: bf16 / fp16, head dim 64 or 128,
-        compiled for a GPU of compute capability 9.x) or "auto" (mosaic where it
-        can run, else triton). The backward is always this module's Triton kernels.
+        specialised Hopper kernel of `mosaic_gpu.py`: bf16 / fp16, kernel head dim 64
+        or 128, compiled for a GPU of compute capability 9.x) or "auto" (mosaic where
+        it can run, else triton). The backward is always this module's Triton kernels.
     Returns:
       [b, t, n, h] in q's dtype.
+
+    Head dims that are not a power of two (the ladder's 48, 80, 96) are zero-padded to
+    `kernel_head_dim(h)` in the same copy that pads the sequence: zero columns of q and
+    k leave every q.k unchanged, those of v give output columns that are sliced off,
+    and the scale stays h^-0.5. Gradients flow back through the pad and the slice, so
+    they are exact too. The cost is the kernels' work at the padded dim (48 -> 64:
+    4/3 of the products), one copy of q, k, v and do, and residuals at the padded dim;
+    what it replaces at h = 48 was the dense-mask XLA reference. The kernels cannot
+    take 48 as it is: Pallas' Triton lowering wants every array a power of two, and
+    the Mosaic forward's 128-byte swizzled rows want 64 or 128.
     """
     check_attention_args(q, k, v, causal, window, segment_ids)
     why_not = pallas_unsupported_reason(q, k)
@@ -574,8 +600,13 @@ def flash_attention(
     if scale is not None and not scale > 0:
         raise ValueError(f"Pallas flash attention needs scale > 0 (the kernels fold it "
                          f"into the running max), got {scale}")
-    blocks = block_sizes or default_block_sizes(q.dtype, h)
-    mosaic = _use_mosaic(forward, q, k, interpret)
+    hp = kernel_head_dim(h)
+    if hp != h and not interpret:
+        announce("flash attention head dim", f"{h} zero-padded to {hp}",
+                 "the kernels' tiles are powers of two; exact, the scale stays h^-0.5")
+    blocks = block_sizes or default_block_sizes(q.dtype, hp)
+    mosaic = _use_mosaic(forward, jax.ShapeDtypeStruct((b, t, n, hp), q.dtype),
+                         jax.ShapeDtypeStruct((b, s, g, hp), k.dtype), interpret)
     st = _Static(
         causal=causal, window=window, segments=segment_ids is not None,
         scale=float(h**-0.5 if scale is None else scale), t=t, s=s, rep=n // g,
@@ -589,6 +620,6 @@ def flash_attention(
     docs: tuple[Array, ...] = ()
     if segment_ids is not None:
         docs = _document_bounds(segment_ids, max(sp, s - t + tp))
-    pad = lambda x, new: jnp.pad(x, ((0, 0), (0, new - x.shape[1]), (0, 0), (0, 0)))
+    pad = lambda x, new: jnp.pad(x, ((0, 0), (0, new - x.shape[1]), (0, 0), (0, hp - h)))
     o = _flash(pad(q, tp), pad(k, sp), pad(v, sp), docs, st)
-    return o[:, :t]
+    return o[:, :t, :, :h]
