@@ -23,7 +23,13 @@ import numpy as np
 
 from hybrid_jax.convert.hf_config import hf_config_from_model
 from hybrid_jax.convert.key_map import Path, abstract_leaves, build_key_map
-from hybrid_jax.convert.safetensors_io import TensorSpec, write_safetensors
+from hybrid_jax.convert.safetensors_io import (
+    CheckpointError,
+    TensorSpec,
+    check_finite,
+    count_nonfinite,
+    write_safetensors,
+)
 from hybrid_jax.models.config import ModelConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -50,7 +56,8 @@ def export_hf(
       tokenizer_dir: copy tokenizer.json and its companions from here when given.
     Raises:
       HfConfigError if `cfg` has no transformers equivalent; KeyError naming missing
-      parameters.
+      parameters; CheckpointError naming a parameter that holds NaN / Inf (or overflows
+      `dtype`), checked as each tensor is written.
     """
     out_dir = pathlib.Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
@@ -74,8 +81,15 @@ def export_hf(
     def arrays():
         for leaf, spec in zip(leaves, specs, strict=True):
             x = np.asarray(params[leaf.path])  # one parameter on the host at a time
-            yield leaf.hf_name, np.ascontiguousarray(
-                leaf.transform.to_hf(x).astype(spec.dtype, copy=False))
+            check_finite(leaf.path_str, x)
+            with np.errstate(over="ignore"):  # reported below, naming the tensor
+                y = np.ascontiguousarray(
+                    leaf.transform.to_hf(x).astype(spec.dtype, copy=False))
+            bad = count_nonfinite(y)
+            if bad:  # finite before the cast: values beyond the target dtype's range
+                raise CheckpointError(f"tensor {leaf.path_str}: {bad} value(s) overflow "
+                                      f"{spec.dtype} (export with a wider --dtype)")
+            yield leaf.hf_name, y
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}-{time.time_ns()}"
