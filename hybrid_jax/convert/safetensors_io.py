@@ -22,6 +22,7 @@ pickle, no second copy. That is what lets a 7B bf16 checkpoint (14.9 GB) convert
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -34,7 +35,9 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from hybrid_jax.convert import manifest
 from hybrid_jax.convert.key_map import Index, Path, Source, abstract_leaves, match_keys
+from hybrid_jax.convert.outputs import EXPORT_MANIFEST
 from hybrid_jax.errors import UserError
 from hybrid_jax.models.config import ModelConfig
 
@@ -212,6 +215,32 @@ class SafetensorsCheckpoint:
                     "safetensors), then convert out_dir"
                 )
             raise CheckpointError(f"{self.directory}: no *.safetensors weights found")
+        self.digests: dict[str, str] = {}  # tensor name -> sha256, for exports of ours
+        self._check_export_manifest()
+
+    def _check_export_manifest(self) -> None:
+        """An HF export of ours lists its files: the small ones are hashed now, the
+        shards' sizes and headers compared, and each tensor's sha256 kept for `read`."""
+        edited = (f" (if you edited the directory on purpose, delete {EXPORT_MANIFEST})")
+        try:
+            body = manifest.read_manifest(self.directory, EXPORT_MANIFEST)
+            if body is None:
+                return
+            files = body["files"]
+            shards = [n for n in files if n.endswith(".safetensors")]
+            manifest.check_files(self.directory, files,
+                                 [n for n in files if n not in shards])
+            manifest.check_files(self.directory, files, shards, hash_contents=False)
+        except manifest.DigestError as e:
+            raise CheckpointError(f"{e}{edited}") from None
+        for n in shards:
+            with open(self.directory / n, "rb") as f:
+                head = f.read(8)
+                head += f.read(int.from_bytes(head, "little"))
+            if hashlib.sha256(head).hexdigest() != files[n].get("header_sha256"):
+                raise CheckpointError(f"{self.directory / n}: the header differs from the one "
+                                      f"written ({EXPORT_MANIFEST}){edited}")
+        self.digests = dict(body.get("tensors", {}))
 
     def _open_index(self, index: pathlib.Path) -> None:
         try:
@@ -267,6 +296,12 @@ class SafetensorsCheckpoint:
         A float tensor holding NaN or Inf in what was read raises CheckpointError.
         """
         x = self._read(name, index)
+        digest = self.digests.get(name)
+        if digest is not None and _is_whole(index, self.info(name).shape):
+            if hashlib.sha256(x.reshape(-1).view(np.uint8).data).hexdigest() != digest:
+                raise CheckpointError(
+                    f"{self.info(name).file}: tensor {name}: sha256 differs from the one "
+                    f"written ({EXPORT_MANIFEST}): the bytes changed (corrupt copy?)")
         if x.dtype in _EXPONENT_MASK:
             bad = count_nonfinite(x)
             if bad:
@@ -308,6 +343,14 @@ class SafetensorsCheckpoint:
             if got != out.nbytes:
                 raise CheckpointError(f"{info.file}: short read ({got} of {out.nbytes} bytes)")
         return out
+
+
+def _is_whole(index: Index | None, shape: Sequence[int]) -> bool:
+    """Whether a read of `index` covers the whole of a tensor of `shape`."""
+    if index is None:
+        return True
+    return len(index) == len(shape) and all(
+        s.indices(n)[:2] == (0, n) for s, n in zip(index, shape, strict=True))
 
 
 def _normalise(index: Index, shape: Sequence[int]) -> tuple[slice, ...]:
@@ -464,6 +507,7 @@ def write_safetensors(
     *,
     max_shard_bytes: int = 5 * 2**30,
     metadata: Mapping[str, str] | None = None,
+    digests: dict[str, dict[str, str]] | None = None,
 ) -> list[pathlib.Path]:
     """Write tensors, streamed in `specs` order, as HF-style sharded safetensors.
 
@@ -471,7 +515,9 @@ def write_safetensors(
     plus `model.safetensors.index.json`. Each shard's header is written first (the
     specs fix every offset), then each array as it arrives, so only one tensor is in
     memory at a time. Arrays must come in `specs` order with the declared shape and
-    dtype. Returns the files written.
+    dtype. With `digests` (a dict), the sha256 of each tensor's bytes and of each
+    shard's header (length + JSON) are recorded in digests["tensors"] / ["headers"].
+    Returns the files written.
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -491,17 +537,22 @@ def write_safetensors(
             offset += s.nbytes
         raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
         raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
+        prefix = len(raw).to_bytes(8, "little") + raw
+        if digests is not None:
+            digests.setdefault("headers", {})[fname] = hashlib.sha256(prefix).hexdigest()
         path = directory / fname
         with open(path, "wb") as f:
-            f.write(len(raw).to_bytes(8, "little"))
-            f.write(raw)
+            f.write(prefix)
             for s in shard:
                 name, x = next(it)
                 x = np.asarray(x)
                 if name != s.name or x.shape != s.shape or x.dtype != np.dtype(s.dtype):
                     raise ValueError(f"expected {s.name} {s.shape} {s.dtype}, got {name} "
                                      f"{x.shape} {x.dtype}")
-                f.write(np.ascontiguousarray(x).reshape(-1).view(np.uint8).data)
+                data = np.ascontiguousarray(x).reshape(-1).view(np.uint8).data
+                if digests is not None:
+                    digests.setdefault("tensors", {})[name] = hashlib.sha256(data).hexdigest()
+                f.write(data)
         written.append(path)
     if next(it, None) is not None:
         raise ValueError("more arrays than specs")
