@@ -13,6 +13,12 @@ pickle, no second copy. That is what lets a 7B bf16 checkpoint (14.9 GB) convert
                                  truncated shards, missing shards or index, and keys the
                                  index and the shards disagree on are errors naming the
                                  file. `.bin` / `.pt` weights are refused (never unpickled).
+                                 An HF export of ours (hybrid_jax_export.json) is also
+                                 checked against its digests: small files and shard
+                                 headers on open, each tensor when read whole.
+                                 Every read refuses NaN / Inf (naming the tensor and the
+                                 count); integer / bool weights are refused before any
+                                 read (`check_float`), never cast.
     iter_hf_leaves(...)          (path, array) per hybrid_jax parameter, streaming.
     load_hf_state(...)           an `nnx.State` of jax arrays, optionally sharded by
                                  logical axis rules over a mesh.
