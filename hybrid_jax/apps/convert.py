@@ -8,16 +8,15 @@ r"""Convert Olmo 3 / Olmo Hybrid checkpoints between Hugging Face and hybrid_jax
 (`python -m hybrid_jax.apps.convert` is the same.) `--verify` runs transformers and
 hybrid_jax on the prompt file (documents separated by blank lines, tokenised with the
 checkpoint's tokenizer.json, EOS after each, no BOS) and prints max |dlogit| and
-per-layer differences; in float32 it fails above 1e-4. Verifying needs both models in
-host memory at once (about 2 x 15 GB at 7B in bf16).
+per-layer differences; in float32 it fails above 1e-4, and then nothing is published
+(an existing output stays). The output may not be, contain or lie inside an input, and
+`--overwrite` replaces only an output of ours (hybrid_jax/convert/pipeline.py).
+Verifying needs both models in host memory at once (about 2 x 15 GB at 7B in bf16).
 """
 
 from __future__ import annotations
 
 import logging
-import resource
-import sys
-import time
 
 from absl import flags
 
@@ -53,49 +52,13 @@ def main(argv: list[str]) -> None:
     if _TOKENIZER.value:
         cli.require_dir("tokenizer_dir", _TOKENIZER.value)
     logging.getLogger("hybrid_jax").setLevel(logging.INFO)
-    from hybrid_jax.convert import checkpoint, export
+    from hybrid_jax.convert import pipeline
 
-    t0 = time.perf_counter()
-    if _DIRECTION.value == "hf_to_jax":
-        hf_dir = _INPUT.value
-        cfg, ckpt = checkpoint.convert_hf_checkpoint(
-            hf_dir, _OUTPUT.value, dtype=_DTYPE.value or "bfloat16", overwrite=_OVERWRITE.value)
-    else:
-        ckpt, hf_dir = _INPUT.value, _OUTPUT.value
-        export.export_checkpoint(
-            ckpt, hf_dir, dtype=_DTYPE.value, overwrite=_OVERWRITE.value,
-            tokenizer_dir=_TOKENIZER.value, max_shard_bytes=int(_SHARD_GB.value * 2**30))
-        cfg = checkpoint.load_checkpoint_config(ckpt)
-    print(f"{_DIRECTION.value}: {_INPUT.value} -> {_OUTPUT.value} ({cfg.n_layers} layers, "
-          f"{cfg.param_dtype}) in {time.perf_counter() - t0:.1f} s, peak host memory "
-          f"{_peak_rss_gib():.2f} GiB")
-    if _VERIFY.value:
-        sys.exit(0 if _verify(hf_dir, ckpt, cfg.param_dtype) else 1)
-
-
-def _verify(hf_dir: str, ckpt: str, dtype: str) -> bool:
-    from hybrid_jax.convert import checkpoint, parity
-    from hybrid_jax.data.hf_tokenizer import HfTokenizer
-
-    tok_flag = "tokenizer_dir" if _TOKENIZER.value else "input_dir"
-    with cli.reading(tok_flag, _TOKENIZER.value or hf_dir):
-        tok = HfTokenizer(_TOKENIZER.value or hf_dir)
-    with cli.reading("verify", _VERIFY.value, ValueError):
-        tokens = parity.prompt_tokens(_VERIFY.value, tok, max_tokens=_MAX_TOKENS.value)
-    report = parity.verify(hf_dir, checkpoint.load_model(ckpt), tokens, hf_dtype=dtype)
-    print(report.format())
-    if dtype != "float32":
-        print(f"({dtype}: no pass/fail; the 1e-4 logit tolerance is for float32)")
-        return True
-    ok = report.ok()
-    print("parity: OK" if ok else f"parity: FAILED (tolerance {parity.LOGIT_TOL_FP32:g} on "
-          f"logits, {parity.HIDDEN_TOL_FP32:g} per isolated layer)")
-    return ok
-
-
-def _peak_rss_gib() -> float:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    pipeline.run_conversion(
+        _DIRECTION.value, _INPUT.value, _OUTPUT.value, dtype=_DTYPE.value,
+        overwrite=_OVERWRITE.value, tokenizer_dir=_TOKENIZER.value,
+        max_shard_bytes=int(_SHARD_GB.value * 2**30), verify=_VERIFY.value,
+        verify_tokens=_MAX_TOKENS.value)
 
 
 def run() -> None:

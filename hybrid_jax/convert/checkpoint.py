@@ -3,15 +3,22 @@
 Layout of a checkpoint directory (what training, scoring and the analysis load):
 
     <dir>/model_config.json   {"format": "hybrid_jax.params/1", "model": ModelConfig
-                               fields, "source": where the weights came from}
+                               fields, "source": where the weights came from,
+                               "manifest": "manifest.json", "hf": what an HF import
+                               read and an export writes back (token ids,
+                               max_position_embeddings, generation_config.json)}
     <dir>/params/             orbax PyTree checkpoint (OCDBT) of
                               nnx.state(LM(cfg), nnx.Param) as a nested dict with string
                               keys: {"embed": .., "layers": {"0": {"attn": ..}}, ..}
+    <dir>/manifest.json       size and sha256 of every other file, written last
 
 A checkpoint is written into a hidden temporary directory beside `<dir>` and renamed
 into place only when complete, so an interrupted conversion never leaves a directory
-that looks like a checkpoint. Restoring can place every parameter straight onto a
-mesh: orbax then reads only each device's slice.
+that looks like a checkpoint; an existing `<dir>` is replaced only under the rules of
+`outputs.py`. Restoring checks every file against the manifest first (see
+`manifest.py`: one sequential read of the files, never a full read per device), then
+can place every parameter straight onto a mesh: orbax reads only each device's slice.
+Checkpoints written before manifests existed restore with a warning.
 
 `convert_hf_checkpoint` streams a Hugging Face directory into such a checkpoint: the
 tensors are read one by one, so the host holds one copy of the weights (14.9 GB for a
@@ -26,14 +33,16 @@ import os
 import pathlib
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
+from hybrid_jax.convert import manifest as digests
 from hybrid_jax.convert.key_map import Path, abstract_leaves
-from hybrid_jax.errors import UserError
+from hybrid_jax.convert.outputs import OutputExistsError, check_output, publish, staging_dir
+from hybrid_jax.convert.safetensors_io import CheckpointError
 from hybrid_jax.models.config import ModelConfig
 
 log = logging.getLogger("hybrid_jax.convert")
@@ -41,10 +50,16 @@ log = logging.getLogger("hybrid_jax.convert")
 FORMAT = "hybrid_jax.params/1"
 CONFIG_NAME = "model_config.json"
 PARAMS_DIR = "params"
+MANIFEST_NAME = "manifest.json"
+
+GENERATION_CONFIG = "generation_config.json"
+
+# The output directory exists and overwriting was not asked for (outputs.py).
+CheckpointExistsError = OutputExistsError
 
 
-class CheckpointExistsError(UserError, FileExistsError):
-    """The output directory exists and overwriting was not asked for."""
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """The directory is not a hybrid_jax checkpoint (no model_config.json / params/)."""
 
 
 def _key(p: str | int) -> str:
@@ -77,6 +92,8 @@ def save_checkpoint(
     *,
     source: dict[str, Any] | None = None,
     overwrite: bool = False,
+    inputs: Sequence[str | os.PathLike | None] = (),
+    hf: Mapping[str, Any] | None = None,
 ) -> pathlib.Path:
     """Write the parameters `leaves` ((path, array) per parameter of `LM(cfg)`) and `cfg`.
 
@@ -84,13 +101,13 @@ def save_checkpoint(
     they arrive (the numpy copy is dropped), because orbax copies numpy leaves whole
     before writing but streams jax arrays (measured: 2.5 GiB of bf16 weights peaked at
     6.9 GiB as numpy, 3.8 GiB as jax arrays). Every parameter of `LM(cfg)` must be
-    present with its shape. Returns the checkpoint directory.
+    present with its shape. `inputs` are the paths the caller reads (the output may not
+    be, contain or lie inside one: `outputs.check_output`); `hf` is stored for a later
+    HF export (see the module docstring). Returns the checkpoint directory.
     """
     import orbax.checkpoint as ocp
 
-    directory = pathlib.Path(directory).absolute()
-    if directory.exists() and not overwrite:
-        raise CheckpointExistsError(f"{directory} exists; pass overwrite=True to replace it")
+    directory = check_output(directory, inputs, overwrite=overwrite)
     expected = abstract_leaves(cfg)
     _cpu = jax.local_devices(backend="cpu")[0]
     tree: dict[str, Any] = {}
@@ -115,7 +132,7 @@ def save_checkpoint(
         raise KeyError(f"parameters missing from the checkpoint: {', '.join(missing)}")
 
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = directory.parent / f".{directory.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    tmp = staging_dir(directory)
     try:
         tmp.mkdir()
         # Synchronous, and at most 1 GB of arrays in flight: memory, not speed, bounds
@@ -129,11 +146,13 @@ def save_checkpoint(
             multiprocessing_options=alone)
         ckptr.save(tmp / PARAMS_DIR, args=ocp.args.PyTreeSave(tree))
         del tree
-        meta = {"format": FORMAT, "model": cfg.to_dict(), "source": source or {}}
+        meta = {"format": FORMAT, "model": cfg.to_dict(), "source": source or {},
+                "manifest": MANIFEST_NAME}
+        if hf:
+            meta["hf"] = dict(hf)
         (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        digests.write_manifest(tmp, MANIFEST_NAME)  # last: it lists every other file
+        publish(tmp, directory)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -159,33 +178,106 @@ def convert_hf_checkpoint(
     """Hugging Face directory -> hybrid_jax checkpoint, streaming tensor by tensor.
 
     `dtype` is both the parameter and the compute dtype of the saved config (A_log and
-    dt_bias are kept in float32). Every name and shape is checked before any tensor is
-    read. Returns the config and the checkpoint directory.
+    dt_bias are kept in float32). Every name, shape and dtype is checked before any
+    tensor is read, every tensor for NaN / Inf as it is read. The token ids,
+    max_position_embeddings and generation_config.json of `hf_dir` are kept in
+    model_config.json for an export back. Returns the config and the checkpoint
+    directory.
     """
     from hybrid_jax.convert.hf_config import load_model_config
     from hybrid_jax.convert.safetensors_io import iter_hf_leaves
 
     hf_dir = pathlib.Path(hf_dir)
+    check_output(out_dir, [hf_dir], overwrite=overwrite)  # before the config is parsed
     cfg = load_model_config(hf_dir, dtype=dtype)
     t0 = time.perf_counter()
     path = save_checkpoint(out_dir, cfg, iter_hf_leaves(hf_dir, cfg),
-                           source={"hf_dir": str(hf_dir.absolute())}, overwrite=overwrite)
+                           source={"hf_dir": str(hf_dir.absolute())}, overwrite=overwrite,
+                           inputs=[hf_dir], hf=read_hf_side(hf_dir))
     log.info("converted %s -> %s in %.1f s", hf_dir, path, time.perf_counter() - t0)
     return cfg, path
 
 
 # ---------------------------------------------------------------------------- restore
-def load_checkpoint_config(directory: str | os.PathLike) -> ModelConfig:
-    """The `ModelConfig` stored with a checkpoint."""
+def read_hf_side(hf_dir: str | os.PathLike) -> dict[str, Any]:
+    """What an HF import keeps for the way back: {"config": token ids and
+    max_position_embeddings as config.json has them, "generation_config": the parsed
+    generation_config.json, when there is one}."""
+    from hybrid_jax.convert.hf_config import HfConfigError, hf_extras, read_config_json
+
+    hf_dir = pathlib.Path(hf_dir)
+    side: dict[str, Any] = {"config": hf_extras(read_config_json(hf_dir))}
+    gen = hf_dir / GENERATION_CONFIG
+    if gen.is_file():
+        try:
+            side["generation_config"] = json.loads(gen.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise HfConfigError(f"{gen}: not valid JSON ({e})") from None
+    return side
+
+
+def load_checkpoint_meta(directory: str | os.PathLike) -> dict[str, Any]:
+    """The parsed model_config.json of a checkpoint, its digest checked when the
+    checkpoint has a manifest. Raises CheckpointError naming the file."""
     directory = pathlib.Path(directory)
     file = directory / CONFIG_NAME
     if not file.is_file() or not (directory / PARAMS_DIR).is_dir():
-        raise FileNotFoundError(f"{directory}: not a hybrid_jax checkpoint (needs {CONFIG_NAME} "
-                                f"and {PARAMS_DIR}/)")
-    meta = json.loads(file.read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{file}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    return ModelConfig.from_dict(meta["model"])
+        raise CheckpointNotFoundError(
+            f"{directory}: not a hybrid_jax checkpoint (needs {CONFIG_NAME} and {PARAMS_DIR}/)")
+    try:
+        meta = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{file}: format {got!r}, expected {FORMAT!r}")
+    listed = _manifest(directory, meta)
+    if listed is not None:
+        _check(directory, lambda: digests.check_files(directory, listed, [CONFIG_NAME]))
+    return meta
+
+
+def load_checkpoint_config(directory: str | os.PathLike) -> ModelConfig:
+    """The `ModelConfig` stored with a checkpoint."""
+    return ModelConfig.from_dict(load_checkpoint_meta(directory)["model"])
+
+
+def verify_checkpoint(directory: str | os.PathLike) -> bool:
+    """Check every file of a checkpoint against its manifest (CheckpointError naming the
+    files that differ). False for a checkpoint written before manifests (nothing to
+    check: logged), True once checked."""
+    directory = pathlib.Path(directory)
+    meta = load_checkpoint_meta(directory)
+    listed = _manifest(directory, meta)
+    if listed is None:
+        log.warning("%s has no %s (written before digests): restoring unchecked",
+                    directory, MANIFEST_NAME)
+        return False
+    _check(directory, lambda: digests.check_files_distributed(directory, listed))
+    return True
+
+
+def _manifest(directory: pathlib.Path, meta: Mapping[str, Any]
+              ) -> dict[str, dict[str, Any]] | None:
+    """The listed files of the manifest `meta` names; None for a legacy checkpoint."""
+    if "manifest" not in meta:
+        return None
+    try:
+        body = digests.read_manifest(directory, meta["manifest"])
+    except digests.DigestError as e:
+        raise CheckpointError(str(e)) from None
+    if body is None:
+        raise CheckpointError(f"{directory}: {meta['manifest']} is missing (model_config.json "
+                              "says the checkpoint has one)")
+    return body["files"]
+
+
+def _check(directory: pathlib.Path, run: Callable[[], None]) -> None:
+    try:
+        run()
+    except digests.DigestError as e:
+        raise CheckpointError(f"{e} (corrupt checkpoint: restore it from a copy or "
+                              "convert / export it again)") from None
 
 
 def restore_state(
@@ -193,6 +285,7 @@ def restore_state(
     cfg: ModelConfig | None = None,
     *,
     sharding: Callable[[Path, Any], jax.sharding.Sharding] | None = None,
+    verify: bool = True,
 ) -> Any:
     """The parameters of a checkpoint as an `nnx.State` of jax arrays.
 
@@ -202,6 +295,7 @@ def restore_state(
       sharding: path, abstract nnx Param -> sharding (e.g.
         `safetensors_io.logical_sharding(mesh, rules)`); each device then reads only its
         own slice. Default: the first device.
+      verify: check the files against the manifest first (`verify_checkpoint`).
     """
     import orbax.checkpoint as ocp
     from flax import nnx
@@ -209,6 +303,8 @@ def restore_state(
     from hybrid_jax.models.lm import abstract_lm
 
     directory = pathlib.Path(directory).absolute()
+    if verify:
+        verify_checkpoint(directory)
     if cfg is None:
         cfg = load_checkpoint_config(directory)
     abstract = nnx.state(abstract_lm(cfg), nnx.Param)
@@ -230,6 +326,7 @@ def load_model(
     cfg: ModelConfig | None = None,
     *,
     sharding: Callable[[Path, Any], jax.sharding.Sharding] | None = None,
+    verify: bool = True,
 ) -> Any:
     """An `LM` restored from a checkpoint (see `restore_state`)."""
     from flax import nnx
@@ -239,5 +336,5 @@ def load_model(
     if cfg is None:
         cfg = load_checkpoint_config(directory)
     graphdef, _ = nnx.split(abstract_lm(cfg))
-    return nnx.merge(graphdef, restore_state(directory, cfg, sharding=sharding))
+    return nnx.merge(graphdef, restore_state(directory, cfg, sharding=sharding, verify=verify))
 

@@ -7,15 +7,13 @@ Two model types are understood (reference/olmo_architectures.md sections 1-4, 8)
     olmo_hybrid  OlmoHybridForCausalLM: "linear_attention" (Gated DeltaNet) and
                  "full_attention" layers; NoPE when `rope_theta` is null (the release).
 
-RoPE settings come in three spellings, read as transformers >= 5.13 reads them:
-  * legacy `rope_theta` + `rope_scaling` (the Olmo 3 release, written by 4.57): the
-    scaling belongs to the full-attention layers;
-  * `rope_parameters` nested by layer type ({"full_attention": {...},
-    "sliding_attention": {...}}), written by transformers >= 5.13 for olmo3;
-  * a flat `rope_parameters` dict (olmo_hybrid).
-A flat YaRN dict in an *olmo3* config is refused: transformers 5.0-5.12 applied it to
-every layer and >= 5.13 silently ignores it, so no reading of it is both faithful to
-the release and equal to transformers.
+RoPE settings, in any spelling transformers accepts (legacy `rope_theta` +
+`rope_scaling`, `rope_parameters` nested by layer type, flat `rope_parameters`), are
+read and written by the one rule of `hf_rope`, which reproduces transformers >= 5.13:
+notably a legacy top-level `rope_theta` of an olmo3 config sets the full-attention
+layers only (sliding layers keep 500000), so such a config with theta != 500000 and
+sliding layers is refused (hybrid_jax has one theta); configs are written with an
+explicit `rope_theta` per layer type.
 
 Every key of config.json must be known: either used, or listed as irrelevant to the
 forward pass (bookkeeping, init ranges, token ids). Anything else raises
@@ -27,18 +25,19 @@ stored: 100278 for Olmo 3, 100352 (padded) for Olmo Hybrid.
 from __future__ import annotations
 
 import json
-import math
 import pathlib
 from collections.abc import Mapping
 from typing import Any
 
-from hybrid_jax.models.config import ConfigError, ModelConfig, YarnConfig
+from hybrid_jax.convert import hf_rope
+from hybrid_jax.models.config import ConfigError, ModelConfig
 
 MODEL_TYPES = ("olmo3", "olmo_hybrid")
 ARCHITECTURES = {"olmo3": "Olmo3ForCausalLM", "olmo_hybrid": "OlmoHybridForCausalLM"}
-OLMO3_DEFAULT_THETA = 500_000.0  # Olmo3Config.default_theta
 GDN_OUTPUT_NORM_EPS = 1e-5  # hard-coded in HF OlmoHybridGatedDeltaNet (fla's default)
 DOLMA2_EOS, DOLMA2_PAD = 100257, 100277
+# Kept through a round trip although they do not change the forward pass.
+HF_EXTRA_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "max_position_embeddings")
 
 _HF_LAYER_TYPE = {"sliding_attention": "swa", "full_attention": "full", "linear_attention": "gdn"}
 _JAX_LAYER_TYPE = {"swa": "sliding_attention", "full": "full_attention", "gdn": "linear_attention"}
@@ -66,12 +65,6 @@ _MODEL_KEYS = {
         "linear_value_head_dim", "linear_conv_kernel_dim", "linear_allow_neg_eigval",
     }),
 }
-_YARN_KEYS = frozenset({
-    "rope_type", "type", "rope_theta", "factor", "original_max_position_embeddings",
-    "beta_fast", "beta_slow", "attention_factor", "mscale", "mscale_all_dim", "truncate",
-})
-
-
 class HfConfigError(ConfigError):
     """config.json holds something hybrid_jax cannot convert; the message says what."""
 
@@ -148,8 +141,14 @@ def model_config_from_hf(
         dtype=dtype,
         param_dtype=param_dtype or dtype,
     )
+    try:
+        if model_type == "olmo3":
+            fields.update(hf_rope.olmo3_rope_fields(hf, layer_types))
+        else:
+            fields.update(hf_rope.hybrid_rope_fields(hf))
+    except hf_rope.RopeConfigError as e:
+        raise HfConfigError(str(e)) from None
     if model_type == "olmo3":
-        fields.update(_olmo3_rope(hf, head_dim))
         window = hf.get("sliding_window", 4096)
         if "swa" in layer_types:
             if not isinstance(window, int) or window < 1:
@@ -158,7 +157,6 @@ def model_config_from_hf(
             # which is exactly ModelConfig.sliding_window.
             fields["sliding_window"] = window
     else:
-        fields.update(_hybrid_rope(hf))
         fields.update(_gdn_fields(hf, n_heads, d))
     try:
         return ModelConfig(**fields)
@@ -201,134 +199,6 @@ def _layer_types(hf: Mapping[str, Any], model_type: str, n_layers: int) -> tuple
     return tuple(_HF_LAYER_TYPE[t] for t in stored)
 
 
-# ---------------------------------------------------------------------------- RoPE
-def _olmo3_rope(hf: Mapping[str, Any], head_dim: int) -> dict[str, Any]:
-    """rope_theta and YaRN of an olmo3 config, as transformers >= 5.13 resolves them."""
-    params = hf.get("rope_parameters")
-    legacy_theta = hf.get("rope_theta")
-    scaling = hf.get("rope_scaling")
-    per_type: dict[str, dict[str, Any]] = {}
-    if params is not None:
-        if not isinstance(params, Mapping):
-            raise HfConfigError(f"rope_parameters must be a dict, got {params!r}")
-        flat = {k: v for k, v in params.items() if k not in _HF_LAYER_TYPE}
-        flat_type = flat.get("rope_type", flat.get("type", "default"))
-        if flat_type != "default":
-            raise HfConfigError(
-                f"olmo3 rope_parameters carries a flat rope_type={flat_type!r}: transformers "
-                "5.0-5.12 applied it to every layer and >= 5.13 ignores it. Olmo 3 applies "
-                "YaRN on full-attention layers only; write it as rope_parameters."
-                "full_attention (or the legacy rope_scaling)"
-            )
-        for lt in ("sliding_attention", "full_attention"):
-            if params.get(lt) is not None:
-                per_type[lt] = dict(params[lt])
-    # Olmo3Config.convert_rope_params_to_dict: legacy rope_scaling updates full_attention.
-    if scaling is not None:
-        per_type.setdefault("full_attention", {"rope_type": "default"}).update(scaling)
-    theta_default = OLMO3_DEFAULT_THETA if legacy_theta is None else float(legacy_theta)
-    thetas = {}
-    for lt in ("sliding_attention", "full_attention"):
-        spec = per_type.setdefault(lt, {"rope_type": "default"})
-        spec.setdefault("rope_theta", theta_default)
-        if spec["rope_theta"] is None:
-            raise HfConfigError(f"olmo3 rope_parameters.{lt}.rope_theta is null: Olmo 3 has RoPE")
-        thetas[lt] = float(spec["rope_theta"])
-    if thetas["sliding_attention"] != thetas["full_attention"]:
-        raise HfConfigError(
-            f"rope_theta differs by layer type ({thetas}); hybrid_jax has one rope_theta"
-        )
-    sliding_type = per_type["sliding_attention"].get("rope_type", "default")
-    if sliding_type != "default":
-        raise HfConfigError(
-            f"RoPE scaling {sliding_type!r} on sliding-window layers is not supported "
-            "(Olmo 3 scales full-attention layers only)"
-        )
-    full = per_type["full_attention"]
-    yarn = _yarn(full, head_dim, "rope_parameters.full_attention", hf)
-    return {"rope_theta": thetas["full_attention"], "yarn": yarn}
-
-
-def _hybrid_rope(hf: Mapping[str, Any]) -> dict[str, Any]:
-    """NoPE (`rope_theta: null`) or RoPE/YaRN on the hybrid's attention layers."""
-    params = hf.get("rope_parameters")
-    if params is None:
-        if "rope_theta" not in hf:
-            raise HfConfigError(
-                "olmo_hybrid config has neither rope_parameters nor rope_theta: transformers "
-                "would silently use RoPE theta=10000, the release is NoPE. Write "
-                '"rope_parameters": {"rope_type": "default", "rope_theta": null} for NoPE'
-            )
-        params = {"rope_theta": hf["rope_theta"]}
-        if hf.get("rope_scaling"):
-            params.update(hf["rope_scaling"])
-    elif hf.get("rope_scaling"):
-        raise HfConfigError("olmo_hybrid config has both rope_parameters and rope_scaling")
-    if not isinstance(params, Mapping):
-        raise HfConfigError(f"rope_parameters must be a dict, got {params!r}")
-    nested = sorted(k for k in params if k in _HF_LAYER_TYPE)
-    if nested:
-        raise HfConfigError(f"olmo_hybrid rope_parameters nested by layer type {nested}: "
-                            "transformers reads one flat dict for this model")
-    if params.get("rope_theta") is None:
-        rope_type = params.get("rope_type", params.get("type", "default"))
-        if rope_type != "default":
-            raise HfConfigError(f"rope_type={rope_type!r} with rope_theta null (NoPE)")
-        return {"rope_theta": None, "yarn": None}
-    theta = float(params["rope_theta"])
-    # The hybrid's attention layers are all full attention; HF applies this one RoPE there.
-    head_dim = _int(hf, "hidden_size") // _int(hf, "num_attention_heads")
-    return {"rope_theta": theta, "yarn": _yarn(dict(params), head_dim, "rope_parameters", hf)}
-
-
-def _yarn(
-    spec: Mapping[str, Any], head_dim: int, where: str, hf: Mapping[str, Any]
-) -> YarnConfig | None:
-    """YarnConfig of one RoPE spec (None for plain RoPE), resolved as HF's
-    `_compute_yarn_parameters` does (attention_factor from mscale when absent)."""
-    rope_type = spec.get("rope_type", spec.get("type", "default"))
-    if rope_type == "default":
-        extra = sorted(set(spec) - {"rope_type", "type", "rope_theta"})
-        if extra:
-            raise HfConfigError(f"{where}: keys {extra} given with rope_type 'default'")
-        return None
-    if rope_type != "yarn":
-        raise HfConfigError(f"{where}: rope_type {rope_type!r} is not supported (default, yarn)")
-    unknown = sorted(set(spec) - _YARN_KEYS)
-    if unknown:
-        raise HfConfigError(f"{where}: unknown YaRN key(s) {unknown}")
-    if spec.get("original_max_position_embeddings") is None:
-        raise HfConfigError(f"{where}: YaRN needs original_max_position_embeddings")
-    original = int(spec["original_max_position_embeddings"])
-    factor = spec.get("factor")
-    if factor is None:
-        factor = float(hf["max_position_embeddings"]) / original
-    factor = float(factor)
-    attention_factor = spec.get("attention_factor")
-    if attention_factor is None:
-        mscale, mscale_all = spec.get("mscale"), spec.get("mscale_all_dim")
-
-        def get_mscale(scale: float, m: float = 1.0) -> float:
-            return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
-
-        if mscale and mscale_all:
-            attention_factor = get_mscale(factor, mscale) / get_mscale(factor, mscale_all)
-        else:
-            attention_factor = get_mscale(factor)
-    try:
-        return YarnConfig(
-            factor=factor,
-            original_max_position=original,
-            # HF treats a falsy beta as its default (`get("beta_fast") or 32`).
-            beta_fast=float(spec.get("beta_fast") or 32.0),
-            beta_slow=float(spec.get("beta_slow") or 1.0),
-            attention_factor=float(attention_factor),
-            truncate=bool(spec.get("truncate", True)),
-        )
-    except ConfigError as e:
-        raise HfConfigError(f"{where}: {e}") from None
-
-
 # ---------------------------------------------------------------------------- GDN
 def _gdn_fields(hf: Mapping[str, Any], n_heads: int, d: int) -> dict[str, Any]:
     """Gated DeltaNet shapes, with OlmoHybridConfig's defaults for absent keys."""
@@ -352,19 +222,27 @@ def _gdn_fields(hf: Mapping[str, Any], n_heads: int, d: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- writing
+def hf_extras(hf: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of config.json that do not change the forward pass but that a round trip
+    must keep (token ids, max_position_embeddings), as stored; absent keys are left out."""
+    return {k: hf[k] for k in HF_EXTRA_KEYS if k in hf}
+
+
 def hf_config_from_model(
     cfg: ModelConfig,
     *,
     torch_dtype: str | None = None,
-    eos_token_id: int | None = DOLMA2_EOS,
-    pad_token_id: int | None = DOLMA2_PAD,
+    extras: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """config.json for `cfg`, as the release writes it (transformers >= 5.13 reads it).
+    """config.json for `cfg` (transformers >= 5.13 reads it as hybrid_jax computes).
 
-    Olmo 3 (swa/full layers) is written with the legacy `rope_theta` + `rope_scaling`
-    of the release; Olmo Hybrid (gdn/full) with a flat `rope_parameters`. Token ids
-    default to dolma2's and are dropped (null) when outside the vocabulary, which
-    transformers would refuse. Raises HfConfigError if `cfg` has no HF equivalent.
+    RoPE is written by `hf_rope`'s rule: Olmo 3 (swa/full layers) as `rope_parameters`
+    with an explicit `rope_theta` for each layer type (YaRN on full_attention), Olmo
+    Hybrid (gdn/full) as one flat `rope_parameters`. `extras` (see `hf_extras`: what an
+    import read) gives the token ids and max_position_embeddings; without it the token
+    ids default to dolma2's, dropped (null) when outside the vocabulary, which
+    transformers would refuse. Raises HfConfigError if `cfg` has no HF equivalent or an
+    extra token id lies outside the vocabulary.
     """
     kinds = set(cfg.layer_types)
     if "gdn" in kinds and "swa" in kinds:
@@ -397,20 +275,29 @@ def hf_config_from_model(
         "max_position_embeddings": (65536 if cfg.yarn is None else
                                     int(cfg.yarn.original_max_position * cfg.yarn.factor)),
         "bos_token_id": None,
-        "eos_token_id": _in_vocab(eos_token_id, cfg.vocab_size),
-        "pad_token_id": _in_vocab(pad_token_id, cfg.vocab_size),
+        "eos_token_id": _in_vocab(DOLMA2_EOS, cfg.vocab_size),
+        "pad_token_id": _in_vocab(DOLMA2_PAD, cfg.vocab_size),
         "use_cache": True,
     }
+    for key, value in (extras or {}).items():
+        if key not in HF_EXTRA_KEYS:
+            raise HfConfigError(f"extras: {key!r} is not one of {HF_EXTRA_KEYS}")
+        if key == "max_position_embeddings":
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise HfConfigError(f"max_position_embeddings={value!r} must be a positive "
+                                    "integer")
+        else:
+            _check_token_id(key, value, cfg.vocab_size)
+        out[key] = value
     if torch_dtype is not None:
         out["dtype"] = torch_dtype
     if model_type == "olmo3":
-        if cfg.rope_theta is None:
-            raise HfConfigError("Olmo 3 always has RoPE: rope_theta=None (NoPE) has no "
-                                "olmo3 equivalent")
         if cfg.head_dim * cfg.n_heads != cfg.d_model:
             out["head_dim"] = cfg.head_dim
-        out["rope_theta"] = cfg.rope_theta
-        out["rope_scaling"] = None if cfg.yarn is None else _yarn_dict(cfg.yarn)
+        try:
+            out["rope_parameters"] = hf_rope.olmo3_rope_json(cfg)
+        except hf_rope.RopeConfigError as e:
+            raise HfConfigError(str(e)) from None
         if "swa" in kinds:
             out["sliding_window"] = cfg.sliding_window
         else:
@@ -418,10 +305,7 @@ def hf_config_from_model(
         return out
     if cfg.gdn_norm_eps != GDN_OUTPUT_NORM_EPS:
         raise HfConfigError(f"gdn_norm_eps={cfg.gdn_norm_eps}: HF hard-codes 1e-5")
-    rope: dict[str, Any] = {"rope_type": "default", "rope_theta": cfg.rope_theta}
-    if cfg.yarn is not None:
-        rope.update(_yarn_dict(cfg.yarn))
-    out["rope_parameters"] = rope
+    out["rope_parameters"] = hf_rope.hybrid_rope_json(cfg)
     out.update(
         linear_num_key_heads=cfg.gdn_heads,
         linear_num_value_heads=cfg.gdn_heads,
@@ -433,23 +317,20 @@ def hf_config_from_model(
     return out
 
 
-def _yarn_dict(yarn: YarnConfig) -> dict[str, Any]:
-    out = {
-        "rope_type": "yarn",
-        "factor": yarn.factor,
-        "original_max_position_embeddings": yarn.original_max_position,
-        "beta_fast": yarn.beta_fast,
-        "beta_slow": yarn.beta_slow,
-        "attention_factor": yarn.scale,
-    }
-    if not yarn.truncate:
-        out["truncate"] = False
-    return out
-
-
 # ---------------------------------------------------------------------------- helpers
 def _in_vocab(token_id: int | None, vocab_size: int) -> int | None:
     return token_id if token_id is not None and 0 <= token_id < vocab_size else None
+
+
+def _check_token_id(key: str, value: Any, vocab_size: int) -> None:
+    """None, an id in [0, vocab_size), or (eos) a list of such ids."""
+    ids = value if isinstance(value, list) and key == "eos_token_id" else [value]
+    for t in ids:
+        if t is None and len(ids) == 1:
+            continue
+        if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t < vocab_size:
+            raise HfConfigError(f"{key}={value!r} is not a token id of the vocabulary "
+                                f"[0, {vocab_size})")
 
 
 def _require(hf: Mapping[str, Any], key: str, value: Any, why: str) -> None:

@@ -13,6 +13,12 @@ pickle, no second copy. That is what lets a 7B bf16 checkpoint (14.9 GB) convert
                                  truncated shards, missing shards or index, and keys the
                                  index and the shards disagree on are errors naming the
                                  file. `.bin` / `.pt` weights are refused (never unpickled).
+                                 An HF export of ours (hybrid_jax_export.json) is also
+                                 checked against its digests: small files and shard
+                                 headers on open, each tensor when read whole.
+                                 Every read refuses NaN / Inf (naming the tensor and the
+                                 count); integer / bool weights are refused before any
+                                 read (`check_float`), never cast.
     iter_hf_leaves(...)          (path, array) per hybrid_jax parameter, streaming.
     load_hf_state(...)           an `nnx.State` of jax arrays, optionally sharded by
                                  logical axis rules over a mesh.
@@ -22,6 +28,7 @@ pickle, no second copy. That is what lets a 7B bf16 checkpoint (14.9 GB) convert
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -34,7 +41,9 @@ import jax
 import ml_dtypes
 import numpy as np
 
+from hybrid_jax.convert import manifest
 from hybrid_jax.convert.key_map import Index, Path, Source, abstract_leaves, match_keys
+from hybrid_jax.convert.outputs import EXPORT_MANIFEST
 from hybrid_jax.errors import UserError
 from hybrid_jax.models.config import ModelConfig
 
@@ -59,6 +68,16 @@ DTYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
 }
 _DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+# Weights must be one of these: an integer or bool tensor is refused, never cast.
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+# Exponent bits, all ones for NaN and +-Inf, by float dtype.
+_EXPONENT_MASK = {
+    np.dtype(np.float64): (np.uint64, 0x7FF0000000000000),
+    np.dtype(np.float32): (np.uint32, 0x7F800000),
+    np.dtype(np.float16): (np.uint16, 0x7C00),
+    np.dtype(ml_dtypes.bfloat16): (np.uint16, 0x7F80),
+}
+_FINITE_CHUNK = 1 << 16  # elements per step: the temporaries stay in cache (2.2 GB/s bf16)
 
 
 class CheckpointError(UserError, ValueError):
@@ -78,6 +97,40 @@ class TensorInfo:
     @property
     def nbytes(self) -> int:
         return self.end - self.begin
+
+
+# ---------------------------------------------------------------------------- checks
+def count_nonfinite(x: np.ndarray) -> int:
+    """Number of NaN / +-Inf entries of a float array (bf16 included), read from the
+    exponent bits in cache-sized chunks; 0 for a non-float dtype's caller to refuse."""
+    dtype = np.dtype(x.dtype)
+    if dtype not in _EXPONENT_MASK:
+        return 0
+    uint, mask = _EXPONENT_MASK[dtype]
+    mask = uint(mask)
+    bits = np.ascontiguousarray(x).reshape(-1).view(uint)
+    n = min(_FINITE_CHUNK, bits.size)
+    tmp, hit = np.empty(n, uint), np.empty(n, np.bool_)
+    count = 0
+    for lo in range(0, bits.size, _FINITE_CHUNK):
+        chunk = bits[lo : lo + _FINITE_CHUNK]
+        t, h = tmp[: chunk.size], hit[: chunk.size]
+        np.bitwise_and(chunk, mask, out=t)
+        np.equal(t, mask, out=h)
+        count += int(np.count_nonzero(h))
+    return count
+
+
+def check_finite(name: str, x: np.ndarray, where: str = "") -> None:
+    """Raise CheckpointError naming `name` if `x` holds NaN or Inf (or is not a float)."""
+    dtype = np.dtype(x.dtype)
+    if dtype not in _EXPONENT_MASK:
+        raise CheckpointError(f"{where}tensor {name} has dtype {dtype}: weights must be "
+                              "floating point; refusing to cast")
+    bad = count_nonfinite(x)
+    if bad:
+        raise CheckpointError(f"{where}tensor {name} holds {bad} NaN/Inf value(s) of "
+                              f"{x.size}: refusing a model whose outputs would be non-finite")
 
 
 # ---------------------------------------------------------------------------- reading
@@ -168,6 +221,32 @@ class SafetensorsCheckpoint:
                     "safetensors), then convert out_dir"
                 )
             raise CheckpointError(f"{self.directory}: no *.safetensors weights found")
+        self.digests: dict[str, str] = {}  # tensor name -> sha256, for exports of ours
+        self._check_export_manifest()
+
+    def _check_export_manifest(self) -> None:
+        """An HF export of ours lists its files: the small ones are hashed now, the
+        shards' sizes and headers compared, and each tensor's sha256 kept for `read`."""
+        edited = (f" (if you edited the directory on purpose, delete {EXPORT_MANIFEST})")
+        try:
+            body = manifest.read_manifest(self.directory, EXPORT_MANIFEST)
+            if body is None:
+                return
+            files = body["files"]
+            shards = [n for n in files if n.endswith(".safetensors")]
+            manifest.check_files(self.directory, files,
+                                 [n for n in files if n not in shards])
+            manifest.check_files(self.directory, files, shards, hash_contents=False)
+        except manifest.DigestError as e:
+            raise CheckpointError(f"{e}{edited}") from None
+        for n in shards:
+            with open(self.directory / n, "rb") as f:
+                head = f.read(8)
+                head += f.read(int.from_bytes(head, "little"))
+            if hashlib.sha256(head).hexdigest() != files[n].get("header_sha256"):
+                raise CheckpointError(f"{self.directory / n}: the header differs from the one "
+                                      f"written ({EXPORT_MANIFEST}){edited}")
+        self.digests = dict(body.get("tensors", {}))
 
     def _open_index(self, index: pathlib.Path) -> None:
         try:
@@ -205,12 +284,40 @@ class SafetensorsCheckpoint:
         except KeyError:
             raise CheckpointError(f"{self.directory}: no tensor {name!r}") from None
 
+    def check_float(self, names: Iterable[str]) -> None:
+        """Refuse (CheckpointError listing them all) tensors of an integer or bool dtype:
+        a weight stored so is a broken export, and casting would hide it."""
+        bad = sorted(f"{n} ({_DTYPE_NAMES[self.info(n).dtype]})" for n in set(names)
+                     if _DTYPE_NAMES[self.info(n).dtype] not in FLOAT_DTYPES)
+        if bad:
+            raise CheckpointError(
+                f"{self.directory}: {len(bad)} weight(s) not floating point, refused rather "
+                f"than cast: {', '.join(bad)}")
+
     def read(self, name: str, index: Index | None = None) -> np.ndarray:
         """Tensor `name` (or `tensor[index]`, one slice per dim) as a fresh numpy array.
 
         Only the rows the index covers are read; a slice of later dims is gathered from
         row blocks of at most 64 MiB, so a shard of a huge tensor never costs the whole.
+        A float tensor holding NaN or Inf in what was read raises CheckpointError.
         """
+        x = self._read(name, index)
+        digest = self.digests.get(name)
+        if digest is not None and _is_whole(index, self.info(name).shape):
+            if hashlib.sha256(x.reshape(-1).view(np.uint8).data).hexdigest() != digest:
+                raise CheckpointError(
+                    f"{self.info(name).file}: tensor {name}: sha256 differs from the one "
+                    f"written ({EXPORT_MANIFEST}): the bytes changed (corrupt copy?)")
+        if x.dtype in _EXPONENT_MASK:
+            bad = count_nonfinite(x)
+            if bad:
+                part = "" if index is None else " (in the slice read)"
+                raise CheckpointError(
+                    f"{self.info(name).file}: tensor {name} holds {bad} NaN/Inf value(s)"
+                    f"{part}: refusing a model whose outputs would be non-finite")
+        return x
+
+    def _read(self, name: str, index: Index | None) -> np.ndarray:
         info = self.info(name)
         if index is None or not info.shape:
             return self._read_rows(info, 0, info.shape[0] if info.shape else 1)
@@ -244,6 +351,14 @@ class SafetensorsCheckpoint:
         return out
 
 
+def _is_whole(index: Index | None, shape: Sequence[int]) -> bool:
+    """Whether a read of `index` covers the whole of a tensor of `shape`."""
+    if index is None:
+        return True
+    return len(index) == len(shape) and all(
+        s.indices(n)[:2] == (0, n) for s, n in zip(index, shape, strict=True))
+
+
 def _normalise(index: Index, shape: Sequence[int]) -> tuple[slice, ...]:
     """One step-1 slice with explicit bounds per dim (jax passes slice(None) for full)."""
     if len(index) != len(shape):
@@ -262,7 +377,9 @@ def open_and_match(hf_dir: str | os.PathLike, cfg: ModelConfig
                    ) -> tuple[SafetensorsCheckpoint, list[Source]]:
     """The checkpoint of `hf_dir` and, for every parameter of `LM(cfg)`, its source."""
     ckpt = SafetensorsCheckpoint(hf_dir)
-    return ckpt, match_keys(cfg, ckpt.shapes(), where=str(ckpt.directory))
+    sources = match_keys(cfg, ckpt.shapes(), where=str(ckpt.directory))
+    ckpt.check_float(name for s in sources for name in s.stored_names)
+    return ckpt, sources
 
 
 def iter_hf_leaves(
@@ -396,6 +513,7 @@ def write_safetensors(
     *,
     max_shard_bytes: int = 5 * 2**30,
     metadata: Mapping[str, str] | None = None,
+    digests: dict[str, dict[str, str]] | None = None,
 ) -> list[pathlib.Path]:
     """Write tensors, streamed in `specs` order, as HF-style sharded safetensors.
 
@@ -403,7 +521,9 @@ def write_safetensors(
     plus `model.safetensors.index.json`. Each shard's header is written first (the
     specs fix every offset), then each array as it arrives, so only one tensor is in
     memory at a time. Arrays must come in `specs` order with the declared shape and
-    dtype. Returns the files written.
+    dtype. With `digests` (a dict), the sha256 of each tensor's bytes and of each
+    shard's header (length + JSON) are recorded in digests["tensors"] / ["headers"].
+    Returns the files written.
     """
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -423,17 +543,22 @@ def write_safetensors(
             offset += s.nbytes
         raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
         raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
+        prefix = len(raw).to_bytes(8, "little") + raw
+        if digests is not None:
+            digests.setdefault("headers", {})[fname] = hashlib.sha256(prefix).hexdigest()
         path = directory / fname
         with open(path, "wb") as f:
-            f.write(len(raw).to_bytes(8, "little"))
-            f.write(raw)
+            f.write(prefix)
             for s in shard:
                 name, x = next(it)
                 x = np.asarray(x)
                 if name != s.name or x.shape != s.shape or x.dtype != np.dtype(s.dtype):
                     raise ValueError(f"expected {s.name} {s.shape} {s.dtype}, got {name} "
                                      f"{x.shape} {x.dtype}")
-                f.write(np.ascontiguousarray(x).reshape(-1).view(np.uint8).data)
+                data = np.ascontiguousarray(x).reshape(-1).view(np.uint8).data
+                if digests is not None:
+                    digests.setdefault("tensors", {})[name] = hashlib.sha256(data).hexdigest()
+                f.write(data)
         written.append(path)
     if next(it, None) is not None:
         raise ValueError("more arrays than specs")

@@ -78,7 +78,7 @@ def test_yarn_attention_factor_defaults_like_transformers():
 @pytest.mark.parametrize("change, match", [
     (lambda h: h.update(rope_parameters={"rope_type": "yarn", "factor": 8.0,
                                          "original_max_position_embeddings": 8192,
-                                         "rope_theta": 5e5}), "flat rope_type='yarn'"),
+                                         "rope_theta": 5e5}), "beside the layer types"),
     (lambda h: h.update(model_type="llama"), "model_type 'llama' is not supported"),
     (lambda h: h.update(attention_bias=True), "attention_bias"),
     (lambda h: h.update(hidden_act="gelu"), "hidden_act"),
