@@ -98,10 +98,18 @@ def test_identical_tables_give_zero_gaps_and_cis_covering_zero(setup, brown_tagg
         if r["mean"] is None:  # an empty bin (e.g. no 5-gram repeats that far back)
             continue
         assert r["mean"] == 0.0, (section, name)
+        if r["lo"] is None:  # one document: no interval, and flagged
+            assert r["n_docs"] == 1 and r["flagged"], (section, name)
+            continue
         assert r["lo"] <= 0.0 <= r["hi"], (section, name)
+        assert not r["significant"], (section, name)
         checked += 1
     for r in numbers["open_close"]:
-        assert r["diff"] == 0.0 and r["lo"] <= 0.0 <= r["hi"]
+        assert r["diff"] == 0.0
+        if r["lo"] is None:
+            assert r["n_docs"] <= 1 and r["flagged"]
+            continue
+        assert r["lo"] <= 0.0 <= r["hi"]
         checked += 1
     d = numbers["content_function"]["diff"]
     assert d["diff"] == 0.0 and d["lo"] <= 0.0 <= d["hi"]
