@@ -59,6 +59,7 @@ def noisy_tables(frame, base, doc, rep, planted=None):
 def exclusion_rates(data, cluster, reps):
     frame, base, doc, feats, extras = data
     hits = {g: [] for g in GROUPS}
+    any_sig = []  # replicates with a category significant after the correction
     for r in range(reps):
         tabs = noisy_tables(frame, base, doc, r)
         res = statistics(tabs, tabs[0], tabs[1], feats, extras,
@@ -68,14 +69,17 @@ def exclusion_rates(data, cluster, reps):
             t = t[~t["flagged"]]  # shown, but never tested: not a claim to calibrate
             assert t["lo"].notna().all(), (g, t[t["lo"].isna()])
             hits[g].append(((t["lo"] > 0) | (t["hi"] < 0)).to_numpy())
-    return {g: float(np.concatenate(v).mean()) for g, v in hits.items()}, res
+        any_sig.append(bool(res.frames["families"]["significant"].any()))
+    return {g: float(np.concatenate(v).mean()) for g, v in hits.items()}, np.mean(any_sig)
 
 
 def test_document_intervals_are_calibrated_and_window_intervals_are_not(data):
-    doc_rates, res = exclusion_rates(data, "document", N_NULL)
-    assert len(res.frames["families"]) > 30 and len(res.frames["domains"]) == 8
+    doc_rates, doc_any = exclusion_rates(data, "document", N_NULL)
     for g, rate in doc_rates.items():
         assert rate <= 0.08, f"{g}: {rate:.1%} of 95% document-clustered intervals exclude 0"
+    # Holm over ~40 categories: a false "significant" category in few null replicates
+    # (family-wise 5%; without correction about 2 of 40 categories in every replicate).
+    assert doc_any <= 0.1, f"a category significant in {doc_any:.0%} of null replicates"
     win_rates, _ = exclusion_rates(data, "window", N_WINDOW)
     for g, rate in win_rates.items():
         assert rate > 0.15, f"{g}: window clustering excluded 0 in only {rate:.1%}"
