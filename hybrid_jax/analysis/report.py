@@ -107,7 +107,7 @@ def statistics_prose(n: dict) -> str:
              f"{', '.join(top['families'])}, ranked by {top['source']}." if top else
              " TOP-10∩NO-COPY is not computed: no family ranking was given (`--top_families` "
              "or `--top_families_from`; ranking on the same tokens would select noise).")
-    return (f"Clustering unit: **{m['cluster']}** ({m['n_clusters']:,} {m['cluster']}s); "
+    return (f"Clustering unit: {m['cluster']} ({m['n_clusters']:,} {m['cluster']}s); "
             f"every interval of this report resamples {m['cluster']}s (filtered losses, "
             "paired gaps, categories, domains, open/close, repeat lengths, recall cliff, "
             "vocabulary slope; the same draws for all, so differences are paired), and the "

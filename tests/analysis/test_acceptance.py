@@ -211,7 +211,7 @@ def test_analyze_app_statistics_flags_and_top_families_from(setup, tmp_path):
             & ~families.has(tags, "adjective")))[top].mean()
     assert abs(row["mean"] - want) < 1e-9
     md = (tmp_path / "second" / "report.md").read_text()
-    assert "Clustering unit: **window**" in md and "Benjamini-Hochberg" in md
+    assert "Clustering unit: window (" in md and "Benjamini-Hochberg" in md
     assert "Flagged categories:" in md and "top10_no_copy" in md
 
 

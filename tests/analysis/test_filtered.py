@@ -95,3 +95,15 @@ def test_top_families_from_a_previous_report(tmp_path):
         top_families_from_report(p)
     with pytest.raises(TableError, match="cannot read"):
         top_families_from_report(tmp_path / "missing.json")
+
+
+def test_bad_options_are_one_line_errors():
+    from hybrid_jax.analysis.pipeline import Options
+
+    for kw, msg in (({"cluster": "windows"}, "cluster unit 'windows'"),
+                    ({"correction": "bonferroni"}, "correction 'bonferroni'"),
+                    ({"top_families": ("noun", "nouns")}, r"unknown families \['nouns'\]"),
+                    ({"top_families": ()}, "top_families is empty"),
+                    ({"min_docs": 0}, "must be >= 1")):
+        with pytest.raises(TableError, match=msg):
+            Options(**kw).check()
