@@ -194,6 +194,11 @@ def analyze(tables: list[ScoreTable], docs: dict[str, Document], tagger: Tagger,
     meta = result.numbers["meta"]
     meta["tagger"] = getattr(tagger, "model_name", tagger.name)
     meta["documents_check"] = dataclasses.asdict(doc_check)
+    warn = result.numbers["warnings"]
+    if doc_check.method == "not verified":
+        warn.insert(0, doc_check.detail)
+    warn[:0] = [f"table {t.name!r}: losses read in {t.loss_unit_read} (metadata "
+                "hybrid_jax.loss_unit) and converted to nats" for t in tables if t.loss_unit_read]
     result.docs = docs
     return result
 

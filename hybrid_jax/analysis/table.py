@@ -471,12 +471,16 @@ def surface_agreement(frame: pd.DataFrame, docs: dict[str, Document],
     `rows` (judged rows) and `agreement` (share, NaN when no row is judged), in the
     table's document order.
     """
-    doc = frame["doc_id"]
-    rank = doc.groupby(doc, sort=False).cumcount().to_numpy()
-    size = doc.map(doc.value_counts()).to_numpy()
-    stride = np.maximum(1, -(-size // sample))
+    codes, names = pd.factorize(frame["doc_id"])
+    # Rank of every row within its document (table order), and the document's size.
+    order = np.argsort(codes, kind="stable")
+    size = np.bincount(codes)
+    starts = np.cumsum(size) - size
+    rank = np.empty(codes.size, np.int64)
+    rank[order] = np.arange(codes.size) - np.repeat(starts, size)
+    stride = np.maximum(1, -(-size[codes] // sample))
     pick = np.flatnonzero(rank % stride == 0)
-    d_ids = doc.to_numpy()[pick]
+    d_ids = np.asarray(names, dtype=object)[codes[pick]]
     cs = frame["char_start"].to_numpy()[pick]
     ce = frame["char_end"].to_numpy()[pick]
     cache: dict[str, str] = {}
