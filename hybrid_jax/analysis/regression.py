@@ -127,9 +127,10 @@ def gap_regression(gap: np.ndarray, feats: pd.DataFrame, difficulty: np.ndarray,
     res = fit_ols(np.asarray(gap)[sample], design, groups[sample], reference)
     # Documents behind each category term (for flagging thin categories).
     if "doc_id" in feats.columns:
-        doc = pd.factorize(feats["doc_id"].to_numpy()[sample])[0]
-        n_docs = {f"cat_{k}": int(np.unique(doc[np.asarray(m, bool)[sample]]).size)
-                  for k, m in indicators.items()}
+        doc, names = pd.factorize(feats["doc_id"].to_numpy()[sample])
+        n_docs = {f"cat_{k}": int(np.count_nonzero(np.bincount(
+            doc[np.asarray(m, bool)[sample]], minlength=len(names))))
+            for k, m in indicators.items()}
         res.table["n_docs"] = res.table["term"].map(n_docs).astype("Int64")
     else:
         res.table["n_docs"] = pd.array([pd.NA] * len(res.table), dtype="Int64")
