@@ -7,7 +7,7 @@ Every mean here is token-weighted: a category's gap is the mean over its tokens.
 of one document are not independent (one text, one topic, one style; and the windows
 of a long document continue each other), so uncertainty comes from a cluster
 bootstrap: resample whole documents with replacement, recompute the ratio
-sum(gap) / count, take the 2.5% and 97.5% percentiles (2000 resamples by default). The
+sum(gap) / count, take percentiles of the 2000 (default) resampled ratios. The
 cluster unit is one for the whole analysis (`Bootstrap.unit`): "document" by default,
 "window" on request (which is anti-conservative when documents span windows or carry a
 per-document effect: `tests/analysis/test_calibration.py`). All statistics of one
