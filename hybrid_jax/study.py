@@ -48,6 +48,9 @@ class StudyResult:
     report: dict[str, pathlib.Path]
     filtered: pd.DataFrame  # filtered losses (nats) of every model at its last step
     gap: dict[str, float]  # overall gap A - B with its CI
+    # Paired filtered gaps of every two architectures at every shared step, with
+    # document-level intervals (= analysis frames["paired_filtered"]).
+    paired: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
 
 def _exports(run_dir: pathlib.Path) -> list[tuple[int, pathlib.Path]]:
@@ -152,4 +155,5 @@ def run_study(
     overall = result.frames["domains"].iloc[0]
     filtered = result.frames["filtered_losses"]
     return StudyResult(report, filtered, {"a": a, "b": b, "mean": float(overall["mean"]),
-                                          "lo": float(overall["lo"]), "hi": float(overall["hi"])})
+                                          "lo": float(overall["lo"]), "hi": float(overall["hi"])},
+                       paired=result.frames["paired_filtered"])

@@ -24,6 +24,7 @@ Difficulty (the mean loss of the compared models) needs losses, so `gaps.py` add
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 
 import numpy as np
@@ -34,6 +35,7 @@ from hybrid_jax.analysis.align import align_words, overlap_or
 from hybrid_jax.analysis.repeats import MAX_N, repeat_stats
 from hybrid_jax.analysis.table import Document, TableError
 from hybrid_jax.analysis.tagging import Tagger, check_language
+from hybrid_jax.errors import UserError
 
 KEYS = ("doc_id", "domain", "window", "position", "token_id", "char_start", "char_end")
 
@@ -65,16 +67,43 @@ def load_ref_counts(path: str | pathlib.Path) -> np.ndarray:
     return out
 
 
+@contextlib.contextmanager
+def naming_document(doc_id: str, what: str):
+    """Re-raises any exception of the block as a one-line TableError naming the
+    document (the cause stays chained for a traceback), so that one bad document among
+    thousands is found at once. An expected error that already names it passes as is."""
+    try:
+        yield
+    except UserError as e:
+        if repr(doc_id) in str(e):
+            raise
+        raise TableError(f"document {doc_id!r}: {what} failed: {e}") from e
+    except Exception as e:
+        raise TableError(f"document {doc_id!r}: {what} failed: {type(e).__name__}: {e}"
+                         ) from e
+
+
 def tag_documents(docs: list[Document], tagger: Tagger, syntax_of: dict[str, str]
                   ) -> tuple[dict[str, syn.Structure], dict[str, object]]:
-    """Structure and word tags of every document (one batched tagger call)."""
+    """Structure and word tags of every document (one batched tagger call; when it
+    fails, the documents are tagged one by one to name the one at fault)."""
     structures, texts = {}, []
     for d in docs:
         check_language(tagger, d.id, d.lang)
-        st = syn.scan(d.text, syntax_of.get(d.domain, "prose"))
+        with naming_document(d.id, "scanning its structure"):
+            st = syn.scan(d.text, syntax_of.get(d.domain, "prose"))
+            texts.append(syn.prose_text(d.text, st.prose))
         structures[d.id] = st
-        texts.append(syn.prose_text(d.text, st.prose))
-    tagged = tagger.tag(texts)
+    try:
+        tagged = tagger.tag(texts)
+    except Exception:
+        for d, t in zip(docs, texts, strict=True):
+            with naming_document(d.id, f"tagging ({tagger.name})"):
+                tagger.tag([t])
+        raise  # the batch failed but no single document does
+    if len(tagged) != len(docs):
+        raise TableError(f"the {tagger.name} tagger returned {len(tagged)} results for "
+                         f"{len(docs)} documents")
     return structures, {d.id: w for d, w in zip(docs, tagged, strict=True)}
 
 
@@ -104,26 +133,11 @@ def build_features(frame: pd.DataFrame, docs: dict[str, Document], tagger: Tagge
     order = np.argsort(doc_codes, kind="stable")
     bounds = np.searchsorted(doc_codes[order], np.arange(len(doc_names) + 1))
     for k, doc in enumerate(used):
-        rows = order[bounds[k]:bounds[k + 1]]
-        st, wt = structures[doc.id], words[doc.id]
-        s, e = cs[rows], ce[rows]
-        al = align_words(s, e, wt.start, wt.end, wt.tags)
-        tags[rows] = al.tags | overlap_or(s, e, st.cat_start, st.cat_end, st.cat_bits)
-        bracket[rows] = overlap_or(s, e, st.br_start, st.br_end, st.br_bits)
-        n_words[rows], subword[rows], continues[rows] = al.n_words, al.subword, al.continues
-        has = al.word >= 0
-        labels = np.asarray(wt.labels, dtype=object)
-        label[rows[has]] = labels[al.word[has]] if labels.size else ""
-        multi = rows[al.n_words > 1]
-        if multi.size:  # tokens spanning several words: every word's tag, "+"-joined
-            for r in multi:
-                w0 = np.searchsorted(wt.end, cs[r], side="right")
-                w1 = np.searchsorted(wt.start, ce[r], side="left")
-                label[r] = "+".join(wt.labels[w0:w1])
-        for w_s, w_e, w_t in zip(wt.start.tolist(), wt.end.tolist(), wt.tags.tolist(),
-                                 strict=True):
-            vocab.setdefault(w_t, set()).add(doc.text[w_s:w_e].lower())
-        warnings += [f"{doc.id}: {w}" for w in st.warnings]
+        with naming_document(doc.id, "building its token features"):
+            _doc_features(doc, order[bounds[k]:bounds[k + 1]], structures[doc.id],
+                          words[doc.id], cs, ce, tags, bracket, n_words, subword,
+                          continues, label, vocab)
+        warnings += [f"{doc.id}: {w}" for w in structures[doc.id].warnings]
 
     out["syntax"] = frame["domain"].map(lambda d: syntax_of.get(d, "prose")).to_numpy()
     out["tags"] = tags
@@ -152,6 +166,30 @@ def build_features(frame: pd.DataFrame, docs: dict[str, Document], tagger: Tagge
     out["log_freq"] = np.log((counts + 1.0) / (float(ref_counts.sum()) + 1.0))
     out["log_position"] = np.log1p(frame["position"].to_numpy().astype(np.float64))
     return out, {"vocab": _family_vocab(vocab), "warnings": warnings}
+
+
+def _doc_features(doc: Document, rows: np.ndarray, st: syn.Structure, wt, cs: np.ndarray,
+                  ce: np.ndarray, tags: np.ndarray, bracket: np.ndarray, n_words: np.ndarray,
+                  subword: np.ndarray, continues: np.ndarray, label: np.ndarray,
+                  vocab: dict[int, set[str]]) -> None:
+    """Fills the feature arrays at one document's `rows` (in place)."""
+    s, e = cs[rows], ce[rows]
+    al = align_words(s, e, wt.start, wt.end, wt.tags)
+    tags[rows] = al.tags | overlap_or(s, e, st.cat_start, st.cat_end, st.cat_bits)
+    bracket[rows] = overlap_or(s, e, st.br_start, st.br_end, st.br_bits)
+    n_words[rows], subword[rows], continues[rows] = al.n_words, al.subword, al.continues
+    has = al.word >= 0
+    labels = np.asarray(wt.labels, dtype=object)
+    label[rows[has]] = labels[al.word[has]] if labels.size else ""
+    multi = rows[al.n_words > 1]
+    if multi.size:  # tokens spanning several words: every word's tag, "+"-joined
+        for r in multi:
+            w0 = np.searchsorted(wt.end, cs[r], side="right")
+            w1 = np.searchsorted(wt.start, ce[r], side="left")
+            label[r] = "+".join(wt.labels[w0:w1])
+    for w_s, w_e, w_t in zip(wt.start.tolist(), wt.end.tolist(), wt.tags.tolist(),
+                             strict=True):
+        vocab.setdefault(w_t, set()).add(doc.text[w_s:w_e].lower())
 
 
 def _family_vocab(by_mask: dict[int, set[str]]) -> dict[str, int]:

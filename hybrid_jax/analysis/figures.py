@@ -31,22 +31,47 @@ def _yerr(t: pd.DataFrame, mean: str = "mean") -> np.ndarray:
     return np.vstack([lo.to_numpy(), hi.to_numpy()])
 
 
-def family_bars(fam: pd.DataFrame, a: str, b: str) -> bytes | None:
-    """Horizontal bars of the gap per category with 95% CIs, coloured by group."""
+def family_bars(fam: pd.DataFrame, a: str, b: str, min_docs: int | None = None
+                ) -> bytes | None:
+    """Horizontal bars of the gap per category with 95% CIs, coloured by group. Each
+    label carries the category's token and document counts; "*" marks a gap significant
+    after the correction; flagged categories (fewer than `min_docs` documents) are
+    hatched and faded, their labels marked "(few docs)". The legend sits outside the
+    axes, so it covers no bar."""
     t = fam.dropna(subset=["mean"])
     if t.empty:
         return None
     t = t.iloc[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.22 * len(t) + 1.2))
-    ax.barh(t["name"], t["mean"], xerr=_yerr(t), color=[_GROUP_COLORS[g] for g in t["group"]],
-            error_kw={"lw": 0.8, "capsize": 2})
+    flagged = t["flagged"].to_numpy(bool) if "flagged" in t else np.zeros(len(t), bool)
+    sig = t["significant"].to_numpy(bool) if "significant" in t else np.zeros(len(t), bool)
+    docs = t["n_docs"].to_numpy() if "n_docs" in t else np.full(len(t), -1)
+    labels = [f"{name}{' *' if s_ else ''}  ({n:,} tok, {d} doc{'s' if d != 1 else ''}"
+              f"{'; few docs' if f_ else ''})"
+              for name, n, d, s_, f_ in zip(t["name"], t["n"], docs, sig, flagged,
+                                             strict=True)]
+    y = np.arange(len(t))
+    fig, ax = plt.subplots(figsize=(9, 0.24 * len(t) + 1.4))
+    colors = [_GROUP_COLORS[g] for g in t["group"]]
+    bars = ax.barh(y, t["mean"], xerr=_yerr(t), color=colors,
+                   error_kw={"lw": 0.8, "capsize": 2})
+    for bar, f_ in zip(bars, flagged, strict=True):
+        if f_:
+            bar.set_alpha(0.35)
+            bar.set_hatch("///")
+    ax.set_yticks(y, labels, fontsize=7)
     ax.axvline(0, color="k", lw=0.6)
     ax.set_xlabel(f"gap = loss {a} - loss {b} (nats; > 0: {b} better)")
-    ax.set_title("Loss gap by category (95% cluster-bootstrap CI)")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for g, c in _GROUP_COLORS.items()
-               if g in set(t["group"])]
-    ax.legend(handles, [g for g in _GROUP_COLORS if g in set(t["group"])], fontsize=7,
-              loc="lower right")
+    ax.set_title("Loss gap by category (95% CI, documents resampled; * significant after "
+                 "correction)", fontsize=9)
+    groups = [g for g in _GROUP_COLORS if g in set(t["group"])]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=_GROUP_COLORS[g]) for g in groups]
+    names = list(groups)
+    if flagged.any():
+        handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="#cccccc", hatch="///",
+                                     alpha=0.5))
+        names.append(f"< {min_docs} documents: flagged" if min_docs else "flagged")
+    ax.legend(handles, names, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              borderaxespad=0.0, frameon=False)
     return _png(fig)
 
 
@@ -104,7 +129,8 @@ def recall_cliff_plot(copy5: pd.DataFrame, token: pd.DataFrame) -> bytes | None:
 
 def filtered_curves(fl: pd.DataFrame) -> bytes | None:
     """Filtered losses per model: lines over training steps where tables carry steps,
-    else one point per table."""
+    else one point per table. Marginal intervals: whether two models differ is read
+    from `paired_curves`, not from these overlapping or not."""
     if fl.empty:
         return None
     filt = list(dict.fromkeys(fl["filter"]))
@@ -114,8 +140,8 @@ def filtered_curves(fl: pd.DataFrame) -> bytes | None:
         for model, g in sub.groupby("model", sort=False):
             if g["step"].notna().all() and len(g) > 1:
                 g = g.sort_values("step")
-                ax.errorbar(g["step"], g["mean"], yerr=_yerr(g), marker="o", ms=3,
-                            capsize=2, label=model)
+                ax.errorbar(g["step"].astype(float), g["mean"], yerr=_yerr(g), marker="o",
+                            ms=3, capsize=2, label=model)
                 ax.set_xlabel("training step")
             else:
                 ax.errorbar(g["table"], g["mean"], yerr=_yerr(g), marker="o", ls="",
@@ -123,6 +149,47 @@ def filtered_curves(fl: pd.DataFrame) -> bytes | None:
         ax.set_title(f)
         ax.set_ylabel("mean loss (nats)")
         ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def paired_curves(paired: pd.DataFrame) -> bytes | None:
+    """Paired gaps loss_A - loss_B per filter over training: one panel per filter, one
+    line per model pair with its 95% band (documents resampled jointly for both models);
+    filled markers: significant after the correction. Pairs without steps are drawn as
+    points with error bars."""
+    if paired is None or paired.empty:
+        return None
+    filt = list(dict.fromkeys(paired["filter"]))
+    fig, axes = plt.subplots(1, len(filt), figsize=(4 * len(filt), 3.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    pairs = list(dict.fromkeys(zip(paired["a"], paired["b"], strict=True)))
+    for ax, f in zip(axes[0], filt, strict=True):
+        sub = paired[paired["filter"] == f]
+        stepped = sub[sub["step"].notna()]
+        for i, (pa, pb) in enumerate(pairs):
+            c = colors[i % len(colors)]
+            g = stepped[(stepped["a"] == pa) & (stepped["b"] == pb)].sort_values("step")
+            label = f"{pa} - {pb}"
+            if len(g):
+                x = g["step"].astype(float).to_numpy()
+                ax.plot(x, g["gap"], color=c, lw=1.2, label=label)
+                ax.fill_between(x, g["lo"].astype(float), g["hi"].astype(float), color=c,
+                                alpha=0.2, lw=0)
+                sig = g["significant"].to_numpy(bool) if "significant" in g else \
+                    np.zeros(len(g), bool)
+                ax.scatter(x[sig], g["gap"].to_numpy()[sig], color=c, s=14, zorder=3)
+                ax.scatter(x[~sig], g["gap"].to_numpy()[~sig], facecolor="white",
+                           edgecolor=c, s=14, zorder=3)
+                ax.set_xlabel("training step")
+            u = sub[sub["step"].isna() & (sub["a"] == pa) & (sub["b"] == pb)]
+            if len(u):
+                ax.errorbar([i], u["gap"], yerr=_yerr(u.rename(columns={"gap": "mean"})),
+                            color=c, marker="o", ls="", capsize=3,
+                            label=None if len(g) else label)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_title(f)
+        ax.set_ylabel("paired gap A - B (nats; > 0: B better)")
+    axes[0][0].legend(fontsize=7)  # the same pairs in every panel
     return _png(fig)
 
 
@@ -136,7 +203,10 @@ def probe_plot(summary: pd.DataFrame) -> bytes | None:
         sub = summary[summary["probe"] == k]
         for model, g in sub.groupby("model", sort=False):
             g = g.sort_values("distance")
-            ax.plot(g["distance"], g["value"], marker="o", ms=3, label=model)
+            line, = ax.plot(g["distance"], g["value"], marker="o", ms=3, label=model)
+            if "lo" in g and g["lo"].notna().any():  # probe items resampled
+                ax.fill_between(g["distance"], g["lo"], g["hi"], color=line.get_color(),
+                                alpha=0.15, lw=0)
         ax.set_xscale("log", base=2)
         ax.set_title(k)
         ax.set_xlabel("distance (filler words)")

@@ -8,9 +8,14 @@ Three token filters, after `token_analysis_method.md` §7 and the open replicati
                           (repeat length 0). This is FT's STATE filter and equals the
                           study's "NO-COPY" (no repeated n-gram with n <= 4): a token
                           that completes any repeated n-gram has itself occurred before,
-                          so "no repeated n-gram for n <= 4" is the same as "n = 0". The
-                          study restricts further to its ten most hybrid-favoured
-                          families; pass their mask as `content` to reproduce that.
+                          so "no repeated n-gram for n <= 4" is the same as "n = 0".
+    top10_no_copy         the study's TOP-10∩NO-COPY: tokens of the ten most
+                          hybrid-favoured open-class families (a ranking taken from
+                          elsewhere, e.g. a previous analysis' report.json:
+                          `pipeline.top_families_from_report`) with repeat length 0.
+                          Only present when such a ranking is given (`top=`): ranking
+                          families on the same data the filter is then measured on
+                          would select for noise.
     repeated_5gram        tokens that complete a 5-gram seen earlier in the context
                           (repeat length >= 5; the study's COPY-5).
 
@@ -32,6 +37,7 @@ from hybrid_jax.analysis import families
 from hybrid_jax.analysis.repeats import repeat_lengths
 
 FILTERS: tuple[str, ...] = ("all", "content_not_repeated", "repeated_5gram")
+TOP_NO_COPY = "top10_no_copy"  # added to FILTERS, after content_not_repeated, when given
 COPY_N = 5  # the n of repeated_5gram
 
 
@@ -40,19 +46,31 @@ def content_flags(tags: np.ndarray) -> np.ndarray:
     return (np.asarray(tags, np.int64) & families.CONTENT_MASK) != 0
 
 
+def family_flags(tags: np.ndarray, names: list[str] | tuple[str, ...]) -> np.ndarray:
+    """Boolean, shape of `tags`: the token carries any of the named families (raises
+    KeyError naming unknown ones)."""
+    return (np.asarray(tags, np.int64) & families.mask_of(list(names))) != 0
+
+
 def masks_from_repeats(rep: np.ndarray, content: np.ndarray,
-                       valid: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The filter masks from precomputed repeat lengths (int [n]) and content flags."""
+                       valid: np.ndarray | None = None, *,
+                       top: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The filter masks from precomputed repeat lengths (int [n]) and content flags;
+    with `top` (bool [n]: the token carries a top-ranked family, `family_flags`) also
+    the TOP-10∩NO-COPY filter, placed after content_not_repeated."""
     rep = np.asarray(rep)
     content = np.asarray(content, bool)
     if rep.shape != content.shape:
         raise ValueError(f"rep {rep.shape} and content {content.shape} differ in shape")
     base = np.ones(rep.shape, bool) if valid is None else np.asarray(valid, bool)
-    return {
-        "all": base.copy(),
-        "content_not_repeated": base & content & (rep == 0),
-        "repeated_5gram": base & (rep >= COPY_N),
-    }
+    out = {"all": base.copy(), "content_not_repeated": base & content & (rep == 0)}
+    if top is not None:
+        top = np.asarray(top, bool)
+        if top.shape != rep.shape:
+            raise ValueError(f"top {top.shape} and rep {rep.shape} differ in shape")
+        out[TOP_NO_COPY] = base & top & (rep == 0)
+    out["repeated_5gram"] = base & (rep >= COPY_N)
+    return out
 
 
 def filter_masks(token_ids: np.ndarray, context_ids: np.ndarray, content: np.ndarray, *,

@@ -214,14 +214,36 @@ _METRICS = {"bracket": "closer_loss", "repeat": "gain", "pronoun": "correct",
             "entity": "correct"}
 
 
-def summarize_probes(scores: pd.DataFrame) -> pd.DataFrame:
+def summarize_probes(scores: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> pd.DataFrame:
     """Mean metric per (probe, model, distance): columns probe, model, distance, metric,
-    value, n. Brackets: closer loss (nats); repeat: gain (nats); pronoun and entity:
-    accuracy (fraction)."""
+    value, lo, hi, n. Brackets: closer loss (nats); repeat: gain (nats); pronoun and
+    entity: accuracy (fraction).
+
+    lo, hi: a `level` interval from resampling the probe items of each (probe,
+    distance) with replacement (items are the independent units here, as documents are
+    for the tables), the same draws for every model, expanded for the number of items
+    (`gaps.Bootstrap.levels`)."""
+    from hybrid_jax.analysis.gaps import Bootstrap  # numpy + pandas only
+
     rows = []
-    for (probe, model, dist), g in scores.groupby(["probe", "model", "distance"], sort=True):
+    for (probe, dist), g in scores.groupby(["probe", "distance"], sort=True):
         metric = _METRICS[probe]
-        rows.append({"probe": probe, "model": model, "distance": int(dist), "metric":
-                     {"correct": "accuracy"}.get(metric, metric + " (nats)"),
-                     "value": float(g[metric].mean()), "n": int(len(g))})
+        item, _ = pd.factorize(pd.MultiIndex.from_frame(g[["subkind", "index"]]))
+        k = int(item.max()) + 1
+        boot = Bootstrap.over(np.arange(k), n_boot=n_boot, seed=seed, level=level,
+                              unit="probe item")
+        for model, gm in g.groupby("model", sort=True):
+            codes = item[g["model"].to_numpy() == model]
+            v = np.full(k, np.nan)
+            v[codes] = gm[metric].to_numpy(np.float64)
+            if np.isnan(v).any():
+                raise ValueError(f"probe {probe!r} at distance {dist}: model {model!r} lacks "
+                                 f"{int(np.isnan(v).sum())} of the {k} items")
+            draws = (boot.counts @ v)[:, None] / k
+            lo, hi, _ = boot.interval(draws, np.asarray([float(k)]))
+            rows.append({"probe": probe, "model": model, "distance": int(dist), "metric":
+                         {"correct": "accuracy"}.get(metric, metric + " (nats)"),
+                         "value": float(v.mean()), "lo": float(lo[0]), "hi": float(hi[0]),
+                         "n": k})
     return pd.DataFrame(rows)

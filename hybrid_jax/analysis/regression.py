@@ -15,10 +15,14 @@ subword status, local reuse, previous-token distance. Here:
     domain_*          domain fixed effects (first domain is the reference)
 
 Category indicators are multi-hot (a token overlapping two words carries both), so the
-model is additive in categories. Standard errors are cluster-robust by window, like the
-bootstrap of `gaps.py`. Columns that are constant over the sample (a category no token
-has, a single domain) are dropped and listed, rather than left to make the design
-singular.
+model is additive in categories. Standard errors are cluster-robust on the analysis'
+resampling unit (`groups`: the documents by default, as the bootstrap of `gaps.py`).
+Columns that are constant over the sample (a category no token has, a single domain)
+are dropped and listed, rather than left to make the design singular.
+
+The category terms of one regression are one family of tests (`mark_terms`: Holm or
+BH over the `cat_*` terms, each term flagged when its category occurs in fewer than
+min_docs documents of the sample); the controls are not hypotheses and are not tested.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
+
+from hybrid_jax.analysis import multiple
 
 CONTROLS = ("difficulty", "log_freq", "log_position", "subword", "rep", "log_prev_dist",
             "new_token")
@@ -96,12 +102,16 @@ def fit_ols(y: np.ndarray, design: pd.DataFrame, groups: np.ndarray | None = Non
 
 def gap_regression(gap: np.ndarray, feats: pd.DataFrame, difficulty: np.ndarray,
                    indicators: dict[str, np.ndarray], *, sample: np.ndarray | None = None,
+                   groups: np.ndarray | None = None,
                    controls: tuple[str, ...] = CONTROLS, domain_effects: bool = True,
                    reference: str = "") -> RegressionResult:
     """gap ~ 1 + indicators + controls (+ domain fixed effects) over `sample` tokens.
 
-    `indicators` are boolean [n] columns named by category; `reference` says what the
-    intercept stands for (the tokens with none of the indicators), for the report.
+    `indicators` are boolean [n] columns named by category; `groups` ([n]) the
+    clusters of the robust SEs (default: the windows; the pipeline passes its
+    bootstrap's clusters); `reference` says what the intercept stands for (the tokens
+    with none of the indicators), for the report. The coefficient table gets `n_docs`
+    (documents with the category, for category terms).
     """
     n = len(feats)
     sample = np.ones(n, bool) if sample is None else np.asarray(sample, bool)
@@ -113,5 +123,37 @@ def gap_regression(gap: np.ndarray, feats: pd.DataFrame, difficulty: np.ndarray,
         for d in sorted(pd.unique(dom[sample]))[1:]:
             design[f"domain_{d}"] = (dom == d).astype(np.float64)
     design = design.loc[sample].reset_index(drop=True)
-    return fit_ols(np.asarray(gap)[sample], design, feats["window"].to_numpy()[sample],
-                   reference)
+    groups = feats["window"].to_numpy() if groups is None else np.asarray(groups)
+    res = fit_ols(np.asarray(gap)[sample], design, groups[sample], reference)
+    # Documents behind each category term (for flagging thin categories).
+    if "doc_id" in feats.columns:
+        doc, names = pd.factorize(feats["doc_id"].to_numpy()[sample])
+        n_docs = {f"cat_{k}": int(np.count_nonzero(np.bincount(
+            doc[np.asarray(m, bool)[sample]], minlength=len(names))))
+            for k, m in indicators.items()}
+        res.table["n_docs"] = res.table["term"].map(n_docs).astype("Int64")
+    else:
+        res.table["n_docs"] = pd.array([pd.NA] * len(res.table), dtype="Int64")
+    return res
+
+
+def mark_terms(table: pd.DataFrame, method: str = "holm", alpha: float = 0.05,
+               min_docs: int = 5) -> pd.DataFrame:
+    """The coefficient table with `tested` (a category term), `flagged`, `p_adj` and
+    `significant`: the correction runs over the tested, unflagged terms only."""
+    out = table.copy()
+    tested = out["term"].str.startswith("cat_").to_numpy()
+    out["tested"] = tested
+    out["flagged"] = False
+    out["p_adj"] = np.nan
+    out["significant"] = False
+    if tested.any():
+        sub = out.loc[tested].copy()
+        known = sub["n_docs"].notna().all()
+        if known:
+            sub["n_docs"] = sub["n_docs"].astype(np.int64)
+        marked = multiple.mark(sub, method=method, alpha=alpha, min_docs=min_docs,
+                               docs_col="n_docs" if known else None)
+        for c in ("flagged", "p_adj", "significant"):
+            out.loc[tested, c] = marked[c].to_numpy()
+    return out

@@ -49,7 +49,7 @@ def _fmt(v) -> str:
         if not math.isfinite(v):
             return "–"
         return f"{v:.4f}" if abs(v) >= 1e-4 or v == 0 else f"{v:.2e}"
-    if v is None:
+    if v is None or v is pd.NA:
         return "–"
     return str(v)
 
@@ -82,81 +82,164 @@ img{max-width:100%} code{background:#f3f3f3;padding:0 3px}
 """
 
 
+def _with_sig(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds the display column `sig`: "yes" (significant after the correction), "no",
+    or "flagged" (too few documents: never tested)."""
+    out = frame.copy()
+    if "significant" not in out:
+        return out
+    flagged = out["flagged"].to_numpy(bool) if "flagged" in out else np.zeros(len(out), bool)
+    out["sig"] = np.where(flagged, "flagged", np.where(out["significant"].to_numpy(bool),
+                                                       "yes", "no"))
+    return out
+
+
+def statistics_prose(n: dict) -> str:
+    """The paragraph that says how every interval and mark of the report was made."""
+    m = n["meta"]
+    c = m["correction"]
+    flagged = m["flagged"]
+    fl = (", ".join(f"`{r['name']}` ({r['n_docs']} doc{'s' if r['n_docs'] != 1 else ''}, "
+                    f"{r['n']:,} tokens)" for r in flagged) if flagged else "none")
+    dc = m.get("documents_check") or {}
+    top = m.get("top_families")
+    top_s = (f" TOP-10∩NO-COPY (`{top['filter']}`) uses the families "
+             f"{', '.join(top['families'])}, ranked by {top['source']}." if top else
+             " TOP-10∩NO-COPY is not computed: no family ranking was given (`--top_families` "
+             "or `--top_families_from`; ranking on the same tokens would select noise).")
+    return (f"Clustering unit: {m['cluster']} ({m['n_clusters']:,} {m['cluster']}s); "
+            f"every interval of this report resamples {m['cluster']}s (filtered losses, "
+            "paired gaps, categories, domains, open/close, repeat lengths, recall cliff, "
+            "vocabulary slope; the same draws for all, so differences are paired), and the "
+            f"regressions' standard errors are cluster-robust by {m['cluster']}. Intervals: "
+            f"{m['ci']}. p-values: {c['p_values']}. Multiple comparisons: "
+            f"{c['description']} at alpha = {c['alpha']} within each table ({c['families']}); "
+            f"`sig` marks rows significant after it. Rows resting on fewer than "
+            f"{c['min_docs']} documents are flagged: shown, never significant, left out of "
+            f"the correction. Flagged categories: {fl}. Documents: "
+            f"{dc.get('method', 'unknown')}: {dc.get('detail', '')}.{top_s}")
+
+
 def _sections(res: AnalysisResult, probes: pd.DataFrame | None
               ) -> list[tuple[str, str, list[tuple[pd.DataFrame, list[str]]], str | None]]:
     """(title, prose, [(table, columns)], figure name) of every report section."""
     n, f = res.numbers, res.frames
+    f = {k: _with_sig(v) for k, v in f.items()}
     a, b = n["meta"]["a"], n["meta"]["b"]
     cf = n["content_function"]["diff"]
     slope = n["vocab_slope"]
+    test = ["p", "p_adj", "sig"]
     secs = [
         ("Overview",
          f"A = `{a}`, B = `{b}`. {n['meta']['sign']}. {n['meta']['n_tokens']:,} tokens in "
          f"{n['meta']['n_windows']:,} windows of {n['meta']['n_docs']:,} documents; tagger "
-         f"{n['meta']['tagger']}; CIs: {n['meta']['ci']} ({n['meta']['n_boot']} resamples).",
-         [(f["domains"], ["name", "n", "mean", "lo", "hi"])], None),
+         f"{n['meta']['tagger']}.",
+         [(f["domains"], ["name", "n", "n_docs", "mean", "lo", "hi", *test])], None),
+        ("Statistics", statistics_prose(n), [], None),
+        ("Paired filtered gaps",
+         "Gap loss_A − loss_B (nats; > 0: B better) of every two models under every filter "
+         "at every step both have, with its paired interval: documents are resampled "
+         "jointly for both models, so what the two share (the same hard documents) cancels. "
+         "Read differences between models here, not from whether the marginal intervals "
+         "of the filtered losses below overlap.",
+         [(f["paired_filtered"], ["a", "b", "step", "filter", "n", "n_docs", "gap", "lo",
+                                  "hi", *test])], "paired_filtered"),
         ("Gap by category",
          "Mean gap of the tokens of each category (a token carries every category of the "
          "words and code/markup spans it overlaps).",
-         [(f["families"], ["name", "group", "n", "mean", "lo", "hi", "loss_a", "loss_b"])],
-         "families"),
+         [(f["families"], ["name", "group", "n", "n_docs", "mean", "lo", "hi", *test,
+                           "loss_a", "loss_b"])], "families"),
         ("Content vs function",
-         f"content − function = {_fmt(cf['diff'])} nats [{_fmt(cf['lo'])}, {_fmt(cf['hi'])}].",
-         [(f["content_function"], ["name", "n", "mean", "lo", "hi"])], None),
+         f"content − function = {_fmt(cf['diff'])} nats [{_fmt(cf['lo'])}, {_fmt(cf['hi'])}], "
+         f"p = {_fmt(cf['p'])} (one test).",
+         [(f["content_function"], ["name", "n", "n_docs", "mean", "lo", "hi", *test])], None),
         ("Opening vs closing brackets",
          "gap(open) − gap(close) per domain; brackets are `([{`/`)]}`, HTML open/close tags "
-         "and LaTeX `\\begin`/`\\end`.",
-         [(f["open_close"], ["domain", "n_a", "n_b", "mean_a", "mean_b", "diff", "lo", "hi"])],
-         "open_close"),
+         "and LaTeX `\\begin`/`\\end`. n_docs: documents with both.",
+         [(f["open_close"], ["domain", "n_a", "n_b", "n_docs", "mean_a", "mean_b", "diff",
+                             "lo", "hi", *test])], "open_close"),
         ("Gap vs repeat length",
          "n = the longest n-gram (≤ 16 tokens) the token completes that occurred earlier "
          "in its context; 0 = the token is new there.",
-         [(f["repeat_length"], ["n", "tokens", "mean", "lo", "hi"])], "repeat_length"),
+         [(f["repeat_length"], ["n", "tokens", "n_docs", "mean", "lo", "hi", *test])],
+         "repeat_length"),
         ("Recall cliff",
          "Gap of repeated-5-gram tokens by distance to the 5-gram's previous occurrence; "
          "then all repeated tokens by distance to the token's previous occurrence.",
-         [(f["recall_cliff"], ["name", "n", "mean", "lo", "hi"]),
-          (f["recall_cliff_token"], ["name", "n", "mean", "lo", "hi"])], "recall_cliff"),
+         [(f["recall_cliff"], ["name", "n", "n_docs", "mean", "lo", "hi", *test]),
+          (f["recall_cliff_token"], ["name", "n", "n_docs", "mean", "lo", "hi", *test])],
+         "recall_cliff"),
         ("Gap vs family vocabulary size",
          f"Slope of family mean gap on log |V| (word types per family) over "
          f"{slope['n_families']} families: {_fmt(slope['slope'])} nats per e-fold "
-         f"[{_fmt(slope['lo'])}, {_fmt(slope['hi'])}].", [], None),
+         f"[{_fmt(slope['lo'])}, {_fmt(slope['hi'])}], p = {_fmt(slope.get('p'))}.", [], None),
     ]
     reg_tables = []
     for key in ("content_function", "families"):
         r = n["regression"].get(key)
         if r:
-            reg_tables.append((pd.DataFrame(r["terms"]), ["term", "coef", "se", "lo", "hi", "p"]))
-    ref = "; ".join(f"{k}: n = {v['n']:,}, R² = {_fmt(v['r2'])}, intercept = {v['reference']}"
+            reg_tables.append((_with_sig(pd.DataFrame(r["terms"])),
+                               ["term", "coef", "se", "lo", "hi", "p", "p_adj", "sig"]))
+    ref = "; ".join(f"{k}: n = {v['n']:,}, R² = {_fmt(v['r2'])}, intercept = {v['reference']}, "
+                    f"SEs {v.get('cluster', '')}"
                     for k, v in n["regression"].items() if isinstance(v, dict))
     secs.append(("Regression with controls",
                  "OLS of the gap on category indicators with controls (difficulty, log "
                  "frequency, log position, subword, repeat length, previous-occurrence "
-                 f"distance, domain), window-clustered SEs. {ref}", reg_tables, None))
+                 "distance, domain); the category terms of each regression are one family "
+                 f"of the correction (the controls are not tested). {ref}", reg_tables, None))
     secs.append(("Filtered losses",
-                 "Mean loss of every table under the filters ALL / content-not-repeated / "
-                 "repeated-5-gram (`filters.py`), and the A − B gap under each.",
-                 [(f["filtered_losses"], ["table", "model", "step", "filter", "n", "mean",
-                                          "lo", "hi"]),
-                  (f["filtered_gaps"], ["name", "n", "mean", "lo", "hi"])], "filtered"))
+                 "Mean loss of every table under the filters (`filters.py`): ALL, "
+                 "content-not-repeated, TOP-10∩NO-COPY when a ranking is given, "
+                 "repeated-5-gram; and the A − B gap under each. Each table's interval is "
+                 "its own (marginal); paired gaps are above.",
+                 [(f["filtered_losses"], ["table", "model", "step", "filter", "n", "n_docs",
+                                          "mean", "lo", "hi"]),
+                  (f["filtered_gaps"], ["name", "n", "n_docs", "mean", "lo", "hi", *test])],
+                 "filtered"))
     if probes is not None and not probes.empty:
-        secs.append(("Probes", "Synthetic probes (`probes.py`), mean per distance.",
-                     [(probes, ["probe", "model", "distance", "metric", "value", "n"])],
-                     "probes"))
+        cols = ["probe", "model", "distance", "metric", "value"]
+        cols += [c for c in ("lo", "hi") if c in probes] + ["n"]
+        secs.append(("Probes", "Synthetic probes (`probes.py`), mean per distance; intervals "
+                     "resample the probe items.", [(probes, cols)], "probes"))
     if n["warnings"]:
         secs.append(("Warnings", "; ".join(n["warnings"][:50]), [], None))
     return secs
+
+
+def paired_lines(paired: pd.DataFrame, steps: str = "all") -> list[str]:
+    """Printable lines of the paired filtered gaps (`steps="last"`: each pair's last
+    step only): pair, step, filter, gap [lo, hi], documents, significance."""
+    if paired is None or paired.empty:
+        return []
+    t = paired
+    if steps == "last":
+        key = t["step"].fillna(np.iinfo(np.int64).max) if t["step"].notna().any() else None
+        if key is not None:
+            t = t.assign(_k=key)
+            t = t[t["_k"] == t.groupby(["a", "b"])["_k"].transform("max")]
+    out = []
+    for r in t.to_dict("records"):
+        step = "final" if pd.isna(r["step"]) else f"step {int(r['step'])}"
+        mark = ("flagged" if r.get("flagged") else "significant" if r.get("significant")
+                else "n.s.")
+        out.append(f"{r['a'] + ' - ' + r['b']:<26} {step:<11} {r['filter']:<22} "
+                   f"{r['gap']:+.4f} [{r['lo']:+.4f}, {r['hi']:+.4f}]  "
+                   f"({r['n_docs']} docs, {r['n']:,} tokens; {mark})")
+    return out
 
 
 def make_figures(res: AnalysisResult, probes: pd.DataFrame | None) -> dict[str, bytes]:
     """{name: PNG bytes} of every figure that has data."""
     f, m = res.frames, res.numbers["meta"]
     figs = {
-        "families": figures.family_bars(f["families"], m["a"], m["b"]),
+        "families": figures.family_bars(f["families"], m["a"], m["b"],
+                                        m["correction"]["min_docs"]),
         "repeat_length": figures.repeat_curve(f["repeat_length"], m["a"], m["b"]),
         "open_close": figures.open_close_bars(f["open_close"]),
         "recall_cliff": figures.recall_cliff_plot(f["recall_cliff"], f["recall_cliff_token"]),
         "filtered": figures.filtered_curves(f["filtered_losses"]),
+        "paired_filtered": figures.paired_curves(f["paired_filtered"]),
         "probes": figures.probe_plot(probes) if probes is not None else None,
     }
     return {k: v for k, v in figs.items() if v is not None}

@@ -18,7 +18,6 @@ the OR of the spans it touches.
 from __future__ import annotations
 
 import dataclasses
-import io
 import keyword
 import re
 import tokenize
@@ -132,17 +131,33 @@ def prose_text(text: str, prose: list[tuple[int, int]]) -> str:
 _SOFT_KEYWORDS = frozenset(getattr(keyword, "softkwlist", []))
 
 
+_LINE_RE = re.compile(r"[^\n]*\n|[^\n]+\Z")
+
+
+def python_lines(text: str) -> list[str]:
+    """`text` cut into lines exactly as the tokenizer is fed them: after every "\n"
+    only. (`str.splitlines` also cuts at "\r", form feed, "\v", "\x1c"-"\x1e",
+    "\x85", U+2028 and U+2029, which the tokenizer treats as characters of the line, so
+    offsets built from it drift by a line in documents holding any of them.)"""
+    return _LINE_RE.findall(text)
+
+
 def _scan_python(text: str) -> Structure:
     sp = _Spans()
-    line_starts = np.concatenate([[0], np.cumsum([len(x) for x in text.splitlines(True)])])
+    # The tokenizer's (row, col) positions index into the lines it was given, so the
+    # offsets of their starts are computed from those very lines.
+    lines = python_lines(text)
+    line_starts = np.concatenate([[0], np.cumsum([len(x) for x in lines])]).astype(np.int64)
 
     def off(rc: tuple[int, int]) -> int:
-        return int(line_starts[rc[0] - 1]) + rc[1] if rc[0] - 1 < len(line_starts) else len(text)
+        if rc[0] - 1 >= len(lines):  # the ENDMARKER / implicit NEWLINE past the end
+            return len(text)
+        return min(int(line_starts[rc[0] - 1]) + rc[1], len(text))
 
     last_sig = tokenize.NEWLINE  # type of the last significant token (for docstrings)
     covered = 0
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        for tok in tokenize.generate_tokens(iter([*lines, ""]).__next__):
             s, e = off(tok.start), off(tok.end)
             if s > covered:
                 sp.add(covered, s, "py_layout")  # whitespace between tokens

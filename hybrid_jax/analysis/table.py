@@ -12,8 +12,27 @@ one row per scored token, with at least
     char_end    int    indices, end exclusive)
     loss        float  -log p(token | prefix), in nats
 
-and optionally `entropy` (nats) and `rank`. A table may carry its model name and
-training step as parquet metadata (`hybrid_jax.model`, `hybrid_jax.step`).
+and optionally `entropy` (nats) and `rank`. Parquet metadata a table may carry:
+
+    hybrid_jax.model        the model name
+    hybrid_jax.step         the training step
+    hybrid_jax.doc_digests  JSON {doc_id: document_digest(text)} of the documents the
+                            char offsets point into (the scorer writes it); the analysis
+                            then refuses documents whose text differs
+    hybrid_jax.loss_unit    "nats" (what `write_table` writes) or "bits"; a table in bits
+                            is converted to nats on reading, anything else is refused
+
+What is checked and what is the user's responsibility:
+- the documents: every row's doc_id must exist, have the row's domain and contain its
+  char span; with stored digests every document's text must be the one scored (exact);
+  without them a heuristic checks that each token id keeps its surface text across
+  documents (`check_documents`), which catches shifted or edited texts but is no proof.
+- the loss unit: only the metadata above says it. A table written by another tool with
+  losses in bits (log2) and no `hybrid_jax.loss_unit` cannot be told apart from one in
+  nats; converting it (x ln 2) is the user's job.
+- the domain labels: checked against the documents' `domain`, so a table must be
+  analysed with the documents file of its own eval pack. Which documents belong to a
+  domain is the documents file's word, not checked against anything else.
 
 Two tables compared token by token must be row-aligned: the same eval pack, so the same
 keys and token ids at every row. `check_aligned` verifies that and raises naming the
@@ -24,8 +43,11 @@ silently drop or duplicate tokens when the packs differ.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import math
 import pathlib
+import unicodedata
 
 import numpy as np
 import pandas as pd
@@ -43,6 +65,9 @@ ALIGN_KEYS = ("doc_id", "window", "position", "token_id", "char_start", "char_en
 ORDER = ("window", "position")  # canonical row order: contexts are contiguous
 _META_MODEL = b"hybrid_jax.model"
 _META_STEP = b"hybrid_jax.step"
+_META_DIGESTS = b"hybrid_jax.doc_digests"
+_META_UNIT = b"hybrid_jax.loss_unit"
+_UNIT_TO_NATS = {"nats": 1.0, "nat": 1.0, "bits": math.log(2.0), "bit": math.log(2.0)}
 
 
 class TableError(UserError, ValueError):
@@ -63,6 +88,11 @@ class ScoreTable:
     model: str
     step: int | None = None
     path: str | None = None
+    # {doc_id: document_digest(text)} of the scored documents (parquet metadata
+    # `hybrid_jax.doc_digests`), or None for a table written without them.
+    doc_digests: dict[str, str] | None = None
+    # Set when the table's losses were converted to nats on reading (e.g. "bits").
+    loss_unit_read: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +103,12 @@ class Document:
     domain: str
     text: str
     lang: str = "en"
+
+
+def document_digest(text: str) -> str:
+    """The digest of a document's text that tables store and the analysis checks: the
+    first 16 hex digits of the sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _row_desc(frame: pd.DataFrame, i: int) -> str:
@@ -139,7 +175,8 @@ def validate_frame(frame: pd.DataFrame, name: str = "table") -> pd.DataFrame:
 def read_table(path: str | pathlib.Path, name: str | None = None) -> ScoreTable:
     """Reads and validates one parquet table: a file, or a directory of parquet shards
     (the scorer's output; shards are concatenated in name order). `name` defaults to its
-    metadata model name (plus "@step") or the file stem."""
+    metadata model name (plus "@step") or the file stem. Losses stored in bits
+    (metadata `hybrid_jax.loss_unit`) are converted to nats."""
     path = pathlib.Path(path)
     if not path.exists():
         raise TableError(f"{path}: no such table")
@@ -147,7 +184,8 @@ def read_table(path: str | pathlib.Path, name: str | None = None) -> ScoreTable:
     if not files:
         raise TableError(f"{path}: a directory without parquet shards")
     try:
-        pt = pa.concat_tables([pq.read_table(f) for f in files])
+        parts = [pq.read_table(f) for f in files]
+        pt = pa.concat_tables(parts)
     except Exception as e:  # pyarrow raises several types for a bad file
         raise TableError(f"{path}: not a readable parquet table ({e})") from e
     meta = pt.schema.metadata or {}
@@ -158,8 +196,46 @@ def read_table(path: str | pathlib.Path, name: str | None = None) -> ScoreTable:
         name = (model or path.stem) + (f"@{step}" if step is not None else "")
     if model is None:
         model = name.split("@")[0]
-    frame = validate_frame(pt.to_pandas(), f"{path}")
-    return ScoreTable(name=name, frame=frame, model=model, step=step, path=str(path))
+    digests = _read_digests(files, parts)
+    frame = pt.to_pandas()
+    units = {(p.schema.metadata or {}).get(_META_UNIT, b"nats").decode() for p in parts}
+    if len(units) > 1:
+        raise TableError(f"{path}: shards disagree on the loss unit ({sorted(units)})")
+    unit = units.pop()
+    if unit.lower() not in _UNIT_TO_NATS:
+        raise TableError(f"{path}: loss unit {unit!r} in metadata hybrid_jax.loss_unit; "
+                         "expected nats or bits")
+    factor = _UNIT_TO_NATS[unit.lower()]
+    if factor != 1.0 and "loss" in frame.columns:
+        frame["loss"] = frame["loss"].astype(np.float64) * factor
+        if "entropy" in frame.columns:
+            frame["entropy"] = frame["entropy"].astype(np.float64) * factor
+    frame = validate_frame(frame, f"{path}")
+    return ScoreTable(name=name, frame=frame, model=model, step=step, path=str(path),
+                      doc_digests=digests, loss_unit_read=unit if factor != 1.0 else None)
+
+
+def _read_digests(files: list[pathlib.Path], parts: list[pa.Table]) -> dict[str, str] | None:
+    """The union of every shard's `hybrid_jax.doc_digests` (None when no shard has
+    any); a document given two different digests is an error."""
+    out: dict[str, str] | None = None
+    for f, p in zip(files, parts, strict=True):
+        raw = (p.schema.metadata or {}).get(_META_DIGESTS)
+        if raw is None:
+            continue
+        try:
+            d = json.loads(raw.decode("utf-8"))
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+        except (UnicodeDecodeError, ValueError) as e:
+            raise TableError(f"{f}: metadata hybrid_jax.doc_digests is not a JSON object "
+                             f"{{doc_id: digest}} ({e})") from e
+        out = {} if out is None else out
+        for k, v in d.items():
+            if out.setdefault(str(k), str(v)) != str(v):
+                raise TableError(f"{f}: document {k!r} has digest {v} here and "
+                                 f"{out[str(k)]} in an earlier shard")
+    return out
 
 
 def parse_table_spec(spec: str) -> tuple[str | None, int | None, str]:
@@ -193,15 +269,25 @@ def load_tables(specs: list[str]) -> list[ScoreTable]:
 
 
 def write_table(frame: pd.DataFrame, path: str | pathlib.Path, *, model: str | None = None,
-                step: int | None = None) -> None:
-    """Validates and writes a table as parquet, with model/step metadata."""
+                step: int | None = None, doc_digests: dict[str, str] | None = None) -> None:
+    """Validates and writes a table as parquet (losses in nats), with model/step
+    metadata and, when given, the digests {doc_id: document_digest(text)} of the
+    documents it was scored on (at least every doc_id of the frame)."""
     frame = validate_frame(frame, str(path))
     pt = pa.Table.from_pandas(frame, preserve_index=False)
     meta = dict(pt.schema.metadata or {})
+    meta[_META_UNIT] = b"nats"
     if model is not None:
         meta[_META_MODEL] = model.encode()
     if step is not None:
         meta[_META_STEP] = str(step).encode()
+    if doc_digests is not None:
+        missing = [d for d in pd.unique(frame["doc_id"]) if d not in doc_digests]
+        if missing:
+            raise TableError(f"{path}: doc_digests lack {len(missing)} documents of the "
+                             f"table, first {missing[0]!r}")
+        meta[_META_DIGESTS] = json.dumps({str(k): str(v) for k, v in doc_digests.items()},
+                                         sort_keys=True).encode()
     pq.write_table(pt.replace_schema_metadata(meta), path)
 
 
@@ -264,9 +350,35 @@ def read_documents(paths: list[str | pathlib.Path]) -> dict[str, Document]:
     return docs
 
 
-def check_documents(frame: pd.DataFrame, docs: dict[str, Document], name: str = "table"
-                    ) -> None:
-    """Every row's document exists, has the row's domain, and contains its char span."""
+@dataclasses.dataclass(frozen=True)
+class DocumentCheck:
+    """How the documents were verified against the tables, for the report.
+
+    method:  "digests" (exact: every document's text hashed and compared with the
+             digests stored in the tables), "surface heuristic" (no digests: token
+             surfaces compared across documents, `surface_agreement`) or "not verified".
+    n_docs:  documents checked.
+    detail:  one sentence for the report.
+    """
+
+    method: str
+    n_docs: int
+    detail: str
+
+
+def check_documents(frame: pd.DataFrame, docs: dict[str, Document], name: str = "table", *,
+                    digests: dict[str, dict[str, str] | None] | None = None,
+                    verify_text: bool = True) -> DocumentCheck:
+    """Checks the documents against a table before any statistic is computed.
+
+    Always: every row's document exists, has the row's domain, and contains its char
+    span. Then the text itself: with `digests` ({table name: its doc_digests or None})
+    every table that stores digests has each of its documents' text hashed and compared
+    (exact); when no table stores any, `surface_agreement` looks for documents whose
+    token surfaces disagree with the rest (a heuristic; `verify_text=False` skips it and
+    the report then says the texts were not verified). Raises a one-line TableError
+    naming the first document at fault.
+    """
     ids = frame["doc_id"].to_numpy()
     uniq = pd.unique(ids)
     missing = [d for d in uniq if d not in docs]
@@ -286,3 +398,111 @@ def check_documents(frame: pd.DataFrame, docs: dict[str, Document], name: str = 
         i = int(np.argmax(wrong))
         raise TableError(f"{name}: domain {frame['domain'].iloc[i]!r} differs from the domain "
                          f"{dom[ids[i]]!r} of document {ids[i]!r} at {_row_desc(frame, i)}")
+
+    stored = {t: d for t, d in (digests or {}).items() if d is not None}
+    if stored:
+        have = {d: document_digest(docs[d].text) for d in uniq}
+        for table, dg in stored.items():
+            lack = [d for d in uniq if d not in dg]
+            if lack:
+                raise TableError(f"{table}: its stored document digests lack {len(lack)} of "
+                                 f"its {len(uniq)} documents, first {lack[0]!r}")
+            bad = [d for d in uniq if dg[d] != have[d]]
+            if bad:
+                raise TableError(
+                    f"{table}: the text of {len(bad)} of {len(uniq)} documents differs from "
+                    f"the text it was scored on, first {bad[0]!r} (digest {have[bad[0]]}, "
+                    f"stored {dg[bad[0]]}); pass the documents file of its eval pack")
+        unverified = [t for t, d in (digests or {}).items() if d is None]
+        extra = (f"; {len(unverified)} table(s) without digests ({', '.join(unverified)}) "
+                 "are row-aligned with them") if unverified else ""
+        return DocumentCheck("digests", len(uniq),
+                             f"every document's text matches the sha256 digest stored in "
+                             f"{len(stored)} table(s){extra}")
+    if not verify_text:
+        return DocumentCheck("not verified", 0, "the tables store no document digests and "
+                             "the text check was switched off: the documents were NOT "
+                             "verified against the tables")
+    agree = surface_agreement(frame, docs)
+    judged = agree[agree["rows"] >= SURFACE_MIN_ROWS]
+    bad = judged[judged["agreement"] < SURFACE_MIN_AGREEMENT]
+    if len(bad):
+        first = bad.index[0]
+        raise TableError(
+            f"{name}: in {len(bad)} of {len(judged)} documents the text at the table's char "
+            f"offsets disagrees with what the same token ids cover elsewhere, first "
+            f"{first!r} ({bad.loc[first, 'agreement']:.0%} of {int(bad.loc[first, 'rows'])} "
+            f"sampled tokens agree); the documents are not the ones scored (or were edited)")
+    low = float(judged["agreement"].min()) if len(judged) else float("nan")
+    return DocumentCheck(
+        "surface heuristic", len(judged),
+        f"no document digests stored; token surfaces agree across documents in all "
+        f"{len(judged)} documents with >= {SURFACE_MIN_ROWS} checkable tokens (lowest "
+        f"agreement {low:.1%}; {len(agree) - len(judged)} documents too short to judge). "
+        "A heuristic, not a proof that the documents are the ones scored")
+
+
+SURFACE_MIN_ROWS = 20  # fewer checkable tokens than this: a document is not judged
+SURFACE_MIN_AGREEMENT = 0.5  # correct tables agree at >= 0.95, shifted texts at ~0.1
+SURFACE_SAMPLE = 256  # rows per document looked at
+
+
+def _normal(surface: str) -> str:
+    """A token's surface text with case, accents, compatibility forms and surrounding
+    whitespace removed: what the same token id may legitimately vary in."""
+    if not surface.isascii():
+        surface = "".join(c for c in unicodedata.normalize("NFKD", surface)
+                          if not unicodedata.combining(c))
+    return surface.casefold().strip()
+
+
+def surface_agreement(frame: pd.DataFrame, docs: dict[str, Document],
+                      sample: int = SURFACE_SAMPLE) -> pd.DataFrame:
+    """Per document: the share of its sampled tokens whose text (at the table's offsets)
+    equals the usual text of their token id over all documents.
+
+    A tokenizer maps one token id to (nearly) one piece of text, so in a correct table a
+    token id covers the same text everywhere (after `_normal`). When a document's text is
+    shifted or edited after scoring, its offsets point at other characters and its
+    tokens disagree with the rest. Only rows whose id occurs >= 3 times in >= 2
+    documents of the sample and whose usual text is ASCII are judged (a byte token inside
+    multi-byte characters covers many different characters legitimately). Up to `sample`
+    rows per document, spread over it. Returns a frame indexed by doc_id with columns
+    `rows` (judged rows) and `agreement` (share, NaN when no row is judged), in the
+    table's document order.
+    """
+    codes, names = pd.factorize(frame["doc_id"])
+    # Rank of every row within its document (table order), and the document's size.
+    order = np.argsort(codes, kind="stable")
+    size = np.bincount(codes)
+    starts = np.cumsum(size) - size
+    rank = np.empty(codes.size, np.int64)
+    rank[order] = np.arange(codes.size) - np.repeat(starts, size)
+    stride = np.maximum(1, -(-size[codes] // sample))
+    pick = np.flatnonzero(rank % stride == 0)
+    d_ids = np.asarray(names, dtype=object)[codes[pick]]
+    cs = frame["char_start"].to_numpy()[pick]
+    ce = frame["char_end"].to_numpy()[pick]
+    cache: dict[str, str] = {}
+    surf = []
+    for d, s, e in zip(d_ids.tolist(), cs.tolist(), ce.tolist(), strict=True):
+        raw = docs[d].text[s:e]
+        v = cache.get(raw)
+        if v is None:
+            v = cache[raw] = _normal(raw)
+        surf.append(v)
+    rows = pd.DataFrame({"doc": d_ids, "tok": frame["token_id"].to_numpy()[pick],
+                         "surf": surf})
+    pair = rows.groupby(["tok", "surf"], sort=False).size()
+    mode = pair.groupby(level=0).idxmax().map(lambda k: k[1])
+    n_tok = rows.groupby("tok").size()
+    n_doc = rows.groupby("tok")["doc"].nunique()
+    ok_tok = (n_tok >= 3) & (n_doc >= 2) & mode.map(str.isascii)
+    judged = ok_tok.reindex(rows["tok"]).to_numpy()
+    agree = (mode.reindex(rows["tok"]).to_numpy() == rows["surf"].to_numpy()) & judged
+    order = pd.unique(d_ids)
+    out = pd.DataFrame({"rows": pd.Series(judged).groupby(d_ids).sum(),
+                        "agree": pd.Series(agree).groupby(d_ids).sum()}).reindex(order)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["agreement"] = out["agree"] / out["rows"]
+    return out[["rows", "agreement"]]

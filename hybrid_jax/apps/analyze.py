@@ -5,10 +5,15 @@ r"""Analyze: explain the per-token loss gap between models by token category.
         --docs=eval/docs.jsonl --out=reports/tr_vs_hy
 
 (`python -m hybrid_jax.apps.analyze` is the same.) Tables are `path`, `model=path` or
-`model@step=path` (checkpoints of one model give filtered-loss curves over steps); all
-must be scored on the same eval pack. A and B default to the first two tables; gap =
-loss_A - loss_B in nats (> 0: B better). Writes report.html, report.md, report.json,
-figures/ and tokens/ under --out. Needs no JAX: `pip install hybrid_jax[analysis]`.
+`model@step=path` (checkpoints of one model give filtered-loss curves over steps, and
+every two models paired filtered gaps at every step both have); all must be scored on
+the same eval pack. A and B default to the first table and the first table of another
+model; gap = loss_A - loss_B in nats (> 0: B better). Intervals resample documents
+(--cluster), each table of tests is corrected for multiple comparisons (--correction),
+categories on fewer than --min_docs documents are flagged. --top_families or
+--top_families_from adds the TOP-10∩NO-COPY filter. Writes report.html, report.md,
+report.json, figures/ and tokens/ under --out. Needs no JAX:
+`pip install hybrid_jax[analysis]`.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ _TAGGER = flags.DEFINE_enum("tagger", "auto", ["auto", "brown", "spacy"],
                             "(Brown when its corpus is found).")
 _BROWN = flags.DEFINE_string("brown_zip", None, "NLTK brown.zip (default: searched).")
 _A = flags.DEFINE_string("a", None, "Name of table A (default: the first).")
-_B = flags.DEFINE_string("b", None, "Name of table B (default: the second).")
+_B = flags.DEFINE_string("b", None, "Name of table B (default: the first table of "
+                         "another model).")
 _REF = flags.DEFINE_string("ref_counts", None, "Reference token counts (.npy, or parquet/"
                            "csv with token_id,count); default: counts of the eval pack.")
 _BOOT = flags.DEFINE_integer("n_boot", 2000, "Cluster-bootstrap resamples.")
@@ -41,6 +47,25 @@ _VIEW_IDS = flags.DEFINE_list("token_docs", [], "Documents for token views (defa
 _VIEW_N = flags.DEFINE_integer("token_docs_per_domain", 2, "Token views per domain.")
 _PROBES = flags.DEFINE_string("probe_scores", None, "Parquet of probes.score_probes "
                               "output to include in the report.")
+_CLUSTER = flags.DEFINE_enum("cluster", "document", ["document", "window"],
+                             "Resampling unit of every interval (and of the regression's "
+                             "cluster-robust SEs).")
+_CORRECTION = flags.DEFINE_enum("correction", "holm", ["holm", "bh", "none"],
+                                "Multiple-comparison correction within each table: Holm "
+                                "(family-wise), Benjamini-Hochberg (FDR) or none.")
+_ALPHA = flags.DEFINE_float("alpha", 0.05, "Significance level after the correction.")
+_MIN_DOCS = flags.DEFINE_integer("min_docs", 5, "Rows resting on fewer documents are "
+                                 "flagged and never significant.")
+_TOP = flags.DEFINE_list("top_families", None, "Families of the TOP-10∩NO-COPY filter "
+                         "(e.g. noun,adjective,adverb).")
+_TOP_FROM = flags.DEFINE_string("top_families_from", None, "A previous analysis' "
+                                "report.json: its most hybrid-favoured open-class "
+                                "families make the TOP-10∩NO-COPY filter.")
+_TOP_K = flags.DEFINE_integer("top_k", 10, "How many families --top_families_from takes.")
+_VERIFY = flags.DEFINE_bool("verify_docs", True, "For tables without stored document "
+                            "digests, check the documents against the tables by token "
+                            "surfaces (a heuristic); off: the report says they were not "
+                            "verified.")
 
 
 def main(argv: list[str]) -> None:
@@ -54,9 +79,9 @@ def main(argv: list[str]) -> None:
     import pandas as pd
 
     from hybrid_jax.analysis.features import load_ref_counts
-    from hybrid_jax.analysis.pipeline import analyze
+    from hybrid_jax.analysis.pipeline import analyze, top_families_from_report
     from hybrid_jax.analysis.probes import summarize_probes
-    from hybrid_jax.analysis.report import write_report
+    from hybrid_jax.analysis.report import paired_lines, write_report
     from hybrid_jax.analysis.table import (
         check_aligned,
         check_documents,
@@ -69,7 +94,7 @@ def main(argv: list[str]) -> None:
     tables = load_tables(_TABLES.value)
     docs = read_documents(_DOCS.value)
     check_aligned(tables)  # (analyze checks again) before the tagger takes its seconds
-    check_documents(tables[0].frame, docs, tables[0].name)
+    check_documents(tables[0].frame, docs, tables[0].name, verify_text=False)
     tagger = make_tagger(_TAGGER.value, _BROWN.value)
     ref = None
     if _REF.value:
@@ -82,8 +107,17 @@ def main(argv: list[str]) -> None:
         probes = summarize_probes(probe_frame)
     logging.info("loaded %d tables (%s), %d documents, tagger %s", len(tables),
                  ", ".join(t.name for t in tables), len(docs), tagger.name)
+    if _TOP.value and _TOP_FROM.value:
+        raise app.UsageError("give --top_families or --top_families_from, not both")
+    top, top_source = _TOP.value or None, "--top_families" if _TOP.value else None
+    if _TOP_FROM.value:
+        top = top_families_from_report(_TOP_FROM.value, _TOP_K.value)
+        top_source = f"the families table of {_TOP_FROM.value} (top {_TOP_K.value} open-class)"
     result = analyze(tables, docs, tagger, a=_A.value, b=_B.value, ref_counts=ref,
-                     n_boot=_BOOT.value, seed=_SEED.value, min_tokens=_MIN.value)
+                     n_boot=_BOOT.value, seed=_SEED.value, min_tokens=_MIN.value,
+                     cluster=_CLUSTER.value, correction=_CORRECTION.value,
+                     alpha=_ALPHA.value, min_docs=_MIN_DOCS.value, top_families=top,
+                     top_families_source=top_source, verify_docs=_VERIFY.value)
     paths = write_report(result, _OUT.value, probes=probes, token_docs=_VIEW_IDS.value or None,
                          token_docs_per_domain=_VIEW_N.value)
     meta = result.numbers["meta"]
@@ -91,6 +125,10 @@ def main(argv: list[str]) -> None:
     print(f"{meta['n_tokens']:,} tokens, gap {meta['a']} - {meta['b']} = "
           f"{overall['mean']:+.4f} nats [{overall['lo']:+.4f}, {overall['hi']:+.4f}] "
           f"in {time.perf_counter() - t0:.1f} s")
+    lines = paired_lines(result.frames["paired_filtered"], steps="last")
+    if lines:
+        print(f"paired filtered gaps A - B (nats, 95% CI over {meta['cluster']}s):")
+        print("\n".join("  " + line for line in lines))
     for kind, path in paths.items():
         print(f"{kind}: {path}")
 

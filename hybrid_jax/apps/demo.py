@@ -33,6 +33,7 @@ _TAGGER = flags.DEFINE_enum("tagger", "auto", ["auto", "brown", "spacy"],
 
 def main(argv: list[str]) -> None:
     del argv
+    from hybrid_jax.analysis.report import paired_lines
     from hybrid_jax.study import run_study
 
     logging.getLogger("hybrid_jax").setLevel(logging.INFO)
@@ -41,11 +42,16 @@ def main(argv: list[str]) -> None:
     if not config.train.export_every:
         config.train.export_every = max(1, config.train.steps // 3)  # points for the curves
     result = run_study(config, _WORKDIR.value, tagger=_TAGGER.value)
-    print("\nfiltered losses at the end of training (nats per token, 95% CI):")
+    print("\nfiltered losses at the end of training (nats per token, 95% CI over documents):")
     final = result.filtered[result.filtered["table"].isin(["transformer", "hybrid", "recurrent"])]
     for (table, filt), row in final.set_index(["table", "filter"]).iterrows():
         print(f"  {table:<12} {filt:<22} {row['mean']:.3f} [{row['lo']:.3f}, {row['hi']:.3f}]"
               f"  ({row['n']:,} tokens)")
+    print("\npaired filtered gaps A - B at every exported step (nats, > 0: B better; 95% "
+          "CI resampling documents jointly for both models; significance after Holm's "
+          "correction within each step):")
+    for line in paired_lines(result.paired):
+        print("  " + line)
     g = result.gap
     print(f"\ngap {g['a']} - {g['b']}: {g['mean']:+.4f} nats [{g['lo']:+.4f}, {g['hi']:+.4f}] "
           "(> 0: the second model predicts better)")

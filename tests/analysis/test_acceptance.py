@@ -98,10 +98,18 @@ def test_identical_tables_give_zero_gaps_and_cis_covering_zero(setup, brown_tagg
         if r["mean"] is None:  # an empty bin (e.g. no 5-gram repeats that far back)
             continue
         assert r["mean"] == 0.0, (section, name)
+        if r["lo"] is None:  # one document: no interval, and flagged
+            assert r["n_docs"] == 1 and r["flagged"], (section, name)
+            continue
         assert r["lo"] <= 0.0 <= r["hi"], (section, name)
+        assert not r["significant"], (section, name)
         checked += 1
     for r in numbers["open_close"]:
-        assert r["diff"] == 0.0 and r["lo"] <= 0.0 <= r["hi"]
+        assert r["diff"] == 0.0
+        if r["lo"] is None:
+            assert r["n_docs"] <= 1 and r["flagged"]
+            continue
+        assert r["lo"] <= 0.0 <= r["hi"]
         checked += 1
     d = numbers["content_function"]["diff"]
     assert d["diff"] == 0.0 and d["lo"] <= 0.0 <= d["hi"]
@@ -163,3 +171,57 @@ def test_three_models_with_checkpoints_get_filtered_loss_curves(setup, brown_tag
         for f in filters.FILTERS:
             assert abs(fl.loc[(t.name, f), "mean"] - (want[f] + shift)) < 1e-9
     assert filtered_curves(res.frames["filtered_losses"]) is not None
+
+
+def test_analyze_app_statistics_flags_and_top_families_from(setup, tmp_path):
+    from absl import flags
+
+    from hybrid_jax.analysis.table import write_table
+    from hybrid_jax.apps import analyze as app
+
+    docs, frame_a, loss_a, tags = setup
+    planted = families.has(tags, "adjective") | families.has(tags, "noun")
+    loss_b = synthetic.plant_gap(loss_a, families.has(tags, "adjective"), 0.2)
+    loss_b = synthetic.plant_gap(loss_b, families.has(tags, "noun"), 0.1)
+    write_table(frame_a, tmp_path / "a.parquet", model="transformer")
+    write_table(frame_a.assign(loss=loss_b), tmp_path / "b.parquet", model="hybrid")
+    with open(tmp_path / "docs.jsonl", "w") as f:
+        for d in docs.values():
+            f.write(json.dumps({"id": d.id, "domain": d.domain, "text": d.text}) + "\n")
+    common = [f"--tables={tmp_path / 'a.parquet'},{tmp_path / 'b.parquet'}",
+              f"--docs={tmp_path / 'docs.jsonl'}", "--tagger=brown", "--n_boot=200",
+              "--token_docs_per_domain=0"]
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["analyze", *common, f"--out={tmp_path / 'first'}"])
+    app.main([])
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["analyze", *common, f"--out={tmp_path / 'second'}", "--cluster=window",
+                 "--correction=bh", "--min_docs=3", "--top_k=2",
+                 f"--top_families_from={tmp_path / 'first' / 'report.json'}"])
+    app.main([])
+    numbers = json.loads((tmp_path / "second" / "report.json").read_text())
+    meta = numbers["meta"]
+    assert meta["cluster"] == "window" and meta["correction"]["method"] == "bh"
+    assert meta["top_families"]["families"] == ["adjective", "noun"]
+    assert "first/report.json" in meta["top_families"]["source"]
+    assert meta["documents_check"]["method"] == "surface heuristic"
+    (row,) = [r for r in numbers["filtered_gaps"] if r["name"] == "top10_no_copy"]
+    top = planted & (_rep_lengths(tmp_path / "a.parquet") == 0)
+    want = (0.2 * families.has(tags, "adjective") + 0.1 * (families.has(tags, "noun")
+            & ~families.has(tags, "adjective")))[top].mean()
+    assert abs(row["mean"] - want) < 1e-9
+    md = (tmp_path / "second" / "report.md").read_text()
+    assert "Clustering unit: window (" in md and "Benjamini-Hochberg" in md
+    assert "Flagged categories:" in md and "top10_no_copy" in md
+
+
+def _rep_lengths(path):
+    """The repeat lengths of the analysed tokens, recomputed as the analysis does."""
+    import pandas as pd
+
+    from hybrid_jax.analysis.features import context_ids
+    from hybrid_jax.analysis.repeats import repeat_lengths
+
+    f = pd.read_parquet(path)
+    return repeat_lengths(f["token_id"].to_numpy(), context_ids(f),
+                          positions=f["position"].to_numpy())

@@ -76,3 +76,58 @@ def test_vocab_slope_recovers_a_line():
     r = gaps.vocab_slope(boot, gap, tags, vocab, min_tokens=5)
     assert r["families"] == ["noun", "verb", "determiner"]
     assert abs(r["slope"] - 0.1) < 1e-12 and abs(r["lo"] - 0.1) < 1e-9
+
+
+def test_document_clustering_resamples_documents_not_windows():
+    # Three documents of 4 tokens, each over two windows, with gaps 0, 1 and 2. Resampling
+    # the 3 documents: var(mean) = var_pop({0,1,2}) / 3 = 2/9; the 6 windows as if
+    # independent: 2/18, too small by a factor 2.
+    doc = np.repeat(["d0", "d1", "d2"], 4)
+    win = np.repeat(np.arange(6), 2)
+    gap = np.repeat([0.0, 1.0, 2.0], 4)
+    by_doc = gaps.Bootstrap.for_tokens(doc, win, "document", n_boot=40_000, seed=0)
+    by_win = gaps.Bootstrap.for_tokens(doc, win, "window", n_boot=40_000, seed=0)
+    assert (by_doc.unit, by_doc.n_clusters, by_win.n_clusters) == ("document", 3, 6)
+    t_doc = gaps.mean_table(by_doc, gap, {"all": np.ones(12, bool), "d2": doc == "d2"})
+    t_win = gaps.mean_table(by_win, gap, {"all": np.ones(12, bool), "d2": doc == "d2"})
+    assert abs(t_doc["se"][0] - (2 / 9) ** 0.5) < 0.005
+    assert abs(t_win["se"][0] - (1 / 9) ** 0.5) < 0.005
+    # Documents are counted as documents whatever the cluster unit.
+    assert t_doc["n_docs"].tolist() == [3, 1] and t_win["n_docs"].tolist() == [3, 1]
+    # One document is no interval (its draws are all equal), and flagged downstream.
+    assert np.isnan(t_doc["lo"][1]) and np.isnan(t_doc["hi"][1])
+    assert t_win["lo"][1] == t_win["hi"][1] == 2.0  # two windows of one document
+
+
+def test_expanded_levels_are_hesterbergs_for_equal_clusters():
+    from scipy import stats
+
+    boot = gaps.Bootstrap.over(np.arange(10), n_boot=10, seed=0)
+    cnt = np.ones((15, 2)) * [[3.0, 7.0]]  # 15 equal clusters, two statistics
+    k = gaps.clusters_with(cnt)
+    np.testing.assert_allclose(k, [15.0, 15.0])
+    want = stats.norm.sf(np.sqrt(15 / 14) * stats.t.ppf(0.975, 14))
+    np.testing.assert_allclose(boot.levels(k, 2), want)
+    assert 0.012 < want < 0.014
+    # Unequal sizes count as fewer clusters; one cluster holding everything as one.
+    assert gaps.clusters_with(np.array([[100.0], [1.0], [1.0]]))[0] < 1.1
+    assert 1.0 < gaps.clusters_with(np.array([[5.0], [1.0], [1.0], [1.0]]))[0] < 4.0
+
+
+def test_p_value_is_the_t_test_of_the_bootstrap_se():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    boot = gaps.Bootstrap.over(np.arange(4), n_boot=20_000, seed=0)
+    draws = rng.normal(0.3, 0.1, (20_000, 1))
+    p = boot.p_values(np.array([0.3]), draws, np.array([12.0]))
+    se = draws.std(ddof=1)
+    want = 2 * stats.t.sf(0.3 / se * np.sqrt(11 / 12), 11)
+    np.testing.assert_allclose(p, want)
+    # ... and it agrees with the expanded interval: p < 0.05 iff the interval excludes 0.
+    for mu in (0.15, 0.2, 0.25, 0.3):
+        d = rng.normal(mu, 0.1, (20_000, 1))
+        lo, hi, _ = boot.interval(d, np.array([12.0]))
+        p = boot.p_values(np.array([mu]), d, np.array([12.0]))[0]
+        assert (p < 0.05) == (lo[0] > 0), mu
+    assert boot.p_values(np.array([0.0]), draws, np.array([12.0]))[0] == 1.0

@@ -96,3 +96,21 @@ def test_a_span_without_tokens_is_an_error():
     with pytest.raises(ValueError, match="no scored tokens"):
         probes.span_loss(probes.TokenScores(np.array([0]), np.array([2]), np.array([1.0])),
                          (5, 7))
+
+
+def test_probe_intervals_resample_items():
+    import pandas as pd
+    from scipy import stats
+
+    k = 40
+    rows = [{"model": m, "probe": "pronoun", "subkind": "role", "distance": 32, "index": i,
+             "correct": float(i % 2) if m == "half" else 1.0, "margin": 0.0}
+            for m in ("half", "perfect") for i in range(k)]
+    s = probes.summarize_probes(pd.DataFrame(rows), n_boot=20_000).set_index("model")
+    assert s.loc["perfect", "lo"] == s.loc["perfect", "hi"] == 1.0
+    half = s.loc["half"]
+    assert half["value"] == 0.5 and half["n"] == k
+    # The expanded percentile interval of a mean of 40 items: ~ t_39 sqrt(40/39) se, up to
+    # the grid of 1/40 the resampled means of 0/1 items lie on.
+    want = stats.t.ppf(0.975, k - 1) * np.sqrt(k / (k - 1)) * np.sqrt(0.25 / k)
+    assert abs((half["hi"] - half["lo"]) / 2 - want) < 0.5 / k + 1e-3

@@ -67,3 +67,65 @@ def test_latex_environments_commands_and_math():
 def test_python_that_does_not_tokenize_gives_a_warning():
     st = syn.scan('x = """unterminated\n', "python")
     assert st.warnings and "tokenize" in st.warnings[0]
+
+
+# Characters that str.splitlines treats as line breaks but Python's tokenizer does not
+# (it breaks lines at "\n" only, "\r\n" being "\r" + "\n").
+_ODD_BREAKS = "\x0c\x0b\x1c\x1d\x1e\x85\u2028\u2029\r"
+
+
+def test_python_offsets_survive_characters_that_splitlines_breaks_at():
+    import io
+    import tokenize
+
+    text = ("import os\n\x0c\n# form feed above; odd breaks in a comment: "
+            + "|".join(_ODD_BREAKS) + "\n"
+            "def f(x):\n    s = 'a\x0bb\u2028c'  # \x85\n    return x\r\n\nclass A:\n"
+            "    pass\n")
+    st = syn.scan(text, "python")
+    s, e = st.cat_start, st.cat_end
+    assert (s[1:] >= e[:-1]).all() and (e > s).all()  # sorted, non-overlapping
+    assert e[-1] == len(text) and not st.warnings
+    cats = spans(text, st, "cat")
+    # Oracle: every NAME / STRING / COMMENT token of the standard tokenizer, in order,
+    # is exactly one category span with its own text.
+    want = [(t.string, {tokenize.NAME: None, tokenize.STRING: "py_string",
+                        tokenize.COMMENT: "py_comment"}[t.type])
+            for t in tokenize.generate_tokens(io.StringIO(text, newline="").readline)
+            if t.type in (tokenize.NAME, tokenize.STRING, tokenize.COMMENT)]
+    got = [(t, c) for t, c in cats if c in ("py_name", "py_keyword", "py_string",
+                                            "py_comment")]
+    assert [t for t, _ in got] == [t for t, _ in want]
+    assert [c for (_, c), (_, w) in zip(got, want, strict=True) if w] == [
+        w for _, w in want if w]
+    assert ("f", "py_name") in cats and ("A", "py_name") in cats
+
+
+def test_python_lines_are_the_tokenizers_lines():
+    text = "a\x0cb\u2028c\r\nd\re\nf"
+    assert syn.python_lines(text) == ["a\x0cb\u2028c\r\n", "d\re\n", "f"]
+    assert "".join(syn.python_lines(text)) == text
+    assert syn.python_lines("") == []
+
+
+def test_a_failing_document_is_named(brown_tagger, monkeypatch):
+    import pytest
+
+    from hybrid_jax.analysis import synthetic
+    from hybrid_jax.analysis.features import build_features
+    from hybrid_jax.analysis.table import Document, TableError
+
+    docs = [Document("ok", "books", "A plain sentence here."),
+            Document("bad/doc.py", "python", "x = 1\n\x0cy = 2  # \u2028 comment\n")]
+    pack = synthetic.pack_table(docs, window=64).assign(loss=1.0)
+    feats, _ = build_features(pack, {d.id: d for d in docs}, brown_tagger)  # no crash
+    assert (feats["tags"].to_numpy() != 0).all()
+
+    def broken(text, syntax):
+        raise IndexError("boom")
+
+    monkeypatch.setattr(syn, "scan", broken)
+    with pytest.raises(TableError, match=r"document 'ok': scanning its structure failed: "
+                                         r"IndexError: boom") as info:
+        build_features(pack, {d.id: d for d in docs}, brown_tagger)
+    assert isinstance(info.value.__cause__, IndexError)

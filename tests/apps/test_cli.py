@@ -70,7 +70,8 @@ def console(script: str, *args: str, tmp_path: pathlib.Path, extra_env=None):
 
 
 def squash(text: str) -> str:
-    return " ".join(text.split())
+    # Whitespace dropped altogether: absl's help wraps lines after a hyphen too.
+    return "".join(text.split())
 
 
 def docstring(script: str) -> str:
@@ -180,6 +181,9 @@ def hf_dir_with_a_bad_tensor_name(tmp_path: pathlib.Path) -> pathlib.Path:
     header = raw[8:8 + n].replace(b"layers.0.self_attn.q_proj", b"layers.0.self_attn.q_prox")
     assert len(header) == n and header != raw[8:8 + n]
     file.write_bytes(raw[:8] + header + raw[8 + n:])
+    # A third-party directory: no export manifest of ours, whose digests would refuse
+    # the edited file before its tensor names are read.
+    (out / "hybrid_jax_export.json").unlink()
     return out
 
 
@@ -300,9 +304,20 @@ def test_corrupt_checkpoint_names_the_buried_cause(tmp_path):
         f.write_bytes(b"\0" * 16 + f.read_bytes()[16:])
     docs = tmp_path / "docs.jsonl"
     docs.write_text(json.dumps({"id": "d0", "text": "def f(x):\n    return x + 1\n"}) + "\n")
-    proc, _ = console("hybrid-jax-score", f"--checkpoint={ckpt}", f"--pack={tmp_path}/pack",
-                      f"--docs=jsonl:{docs}", "--tokenizer=bytes", "--seq_len=16",
-                      f"--out={tmp_path}/out", tmp_path=tmp_path)
+    args = (f"--checkpoint={ckpt}", f"--pack={tmp_path}/pack", f"--docs=jsonl:{docs}",
+            "--tokenizer=bytes", "--seq_len=16", f"--out={tmp_path}/out")
+    # With its digests (convert/manifest.py) the changed files are named before orbax reads.
+    proc, _ = console("hybrid-jax-score", *args, tmp_path=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "manifest.ocdbt" in errors[0], proc.stderr[-3000:]
+    assert "changed since they were written" in errors[0]
+    # A checkpoint from before digests: orbax's buried reason is carried on the one line.
+    (ckpt / "manifest.json").unlink()
+    meta = json.loads((ckpt / "model_config.json").read_text())
+    del meta["manifest"]
+    (ckpt / "model_config.json").write_text(json.dumps(meta))
+    proc, _ = console("hybrid-jax-score", *args, tmp_path=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     # (orbax's still-running reads may print "Event loop is closed" traces of their own
     # after the failed restore: not ours to silence, so only the error line is checked.)
