@@ -78,7 +78,7 @@ def test_wsd_s_budgets_and_process_count_are_checked():
     with pytest.raises(ConfigError, match=r"train\.batch_size=4 is not divisible by the 3 "
                                           "processes"):
         check_train_config(fault_config(), process_count=3)
-    assert check_train_config(fault_config()).layer_types == ("gdn", "full")
+    assert check_train_config(fault_config()).layer_types == ("full",)
 
 
 def test_memory_bound_is_below_what_the_compiled_step_uses():
