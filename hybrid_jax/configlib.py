@@ -2,14 +2,19 @@
 
 A config file defines `get_config(arg: str) -> ml_collections.ConfigDict`; `arg` is the
 text after the colon in `--config=configs/lm.py:arch=hybrid,size=60m`, and any field
-can then be overridden with `--config.model.d_model=512` and the like.
+can then be overridden with `--config.model.d_model=512` and the like:
+`--config.model.layer_types=gggf` (layer codes s / f / g, or names "gdn,gdn,gdn,full"),
+`--config.model.rope_theta=10000.0` on a NoPE model,
+`--config.model.yarn="{'factor': 8.0, 'original_max_position': 8192}"`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import ml_collections
+from ml_collections import config_dict
 
 from hybrid_jax.models.config import ModelConfig
 
@@ -53,6 +58,21 @@ def model_config(config: ml_collections.ConfigDict) -> ModelConfig:
     return ModelConfig.from_dict(config.model.to_dict())
 
 
+# Types of the ModelConfig fields that may be None, so a None field still takes an
+# override (ml_collections cannot parse a value for a field of type NoneType).
+_OPTIONAL_TYPES = {"rope_theta": float, "yarn": ml_collections.ConfigDict}
+
+
 def model_config_dict(cfg: ModelConfig) -> ml_collections.ConfigDict:
-    """`cfg` as a ConfigDict whose fields can be overridden from the command line."""
-    return ml_collections.ConfigDict(cfg.to_dict())
+    """`cfg` as a ConfigDict whose every field can be overridden from the command line.
+
+    `layer_types` is a tuple (ml_collections overrides tuples, not lists; a single
+    string such as "gggf" arrives as a 1-tuple, which `ModelConfig` expands), and a
+    None field is a typed placeholder.
+    """
+    d = cfg.to_dict()
+    d["layer_types"] = tuple(cfg.layer_types)
+    for f in dataclasses.fields(cfg):
+        if d[f.name] is None and f.name in _OPTIONAL_TYPES:
+            d[f.name] = config_dict.placeholder(_OPTIONAL_TYPES[f.name])
+    return ml_collections.ConfigDict(d)

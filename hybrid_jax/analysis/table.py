@@ -68,6 +68,9 @@ _META_STEP = b"hybrid_jax.step"
 _META_DIGESTS = b"hybrid_jax.doc_digests"
 _META_UNIT = b"hybrid_jax.loss_unit"
 _UNIT_TO_NATS = {"nats": 1.0, "nat": 1.0, "bits": math.log(2.0), "bit": math.log(2.0)}
+SCORES_SIDE_CAR = "scores.json"  # written by hybrid_jax.scoring.writer when complete
+SCORES_PARTIAL = "scores.partial.json"  # the same while scoring is under way
+SCORES_FORMAT = "hybrid_jax.scores/1"
 
 
 class TableError(UserError, ValueError):
@@ -93,6 +96,9 @@ class ScoreTable:
     doc_digests: dict[str, str] | None = None
     # Set when the table's losses were converted to nats on reading (e.g. "bits").
     loss_unit_read: str | None = None
+    # A scorer directory's side-car provenance: pack_digest, checkpoint {path,
+    # params_sha256}, model, step, ...; None for a plain parquet file.
+    provenance: dict | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,17 +178,79 @@ def validate_frame(frame: pd.DataFrame, name: str = "table") -> pd.DataFrame:
     return out
 
 
+def _sha256(path: pathlib.Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def scorer_shards(directory: str | pathlib.Path) -> tuple[list[pathlib.Path], dict]:
+    """The shard files of a complete scorer directory and its side-car.
+
+    A table is one parquet file (any tool can write one) or a scorer's output
+    directory: parquet shards plus the side-car `scores.json`, which names the complete
+    shard set (size and sha256 of each) and its provenance (the eval pack's digest, the
+    checkpoint's path and parameter digest; `ScoreTable.provenance`). Raises TableError
+    unless `scores.json` says scoring completed, names its shards, every named shard has
+    its recorded size and sha256, and no other shard is there.
+    """
+    directory = pathlib.Path(directory)
+    side_car = directory / SCORES_SIDE_CAR
+    on_disk = sorted(p.name for p in directory.glob("*.parquet"))
+    if not side_car.is_file():
+        partial = directory / SCORES_PARTIAL
+        if partial.is_file():
+            try:
+                info = json.loads(partial.read_text())
+                done = f"{len(info['shard_files'])} of {info['shards']} shards"
+            except (OSError, ValueError, KeyError, TypeError):
+                done = "some shards"
+            raise TableError(f"{directory}: scoring is incomplete ({done} written, "
+                             f"{SCORES_PARTIAL}); rerun the scorer to finish")
+        raise TableError(f"{directory}: {len(on_disk)} parquet files but no {SCORES_SIDE_CAR}"
+                         " naming a complete shard set (scoring killed, or not a scorer "
+                         "output); rerun the scorer, or pass a single parquet file")
+    try:
+        side = json.loads(side_car.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TableError(f"{side_car}: unreadable side-car ({e})") from e
+    files = side.get("shard_files") if isinstance(side, dict) else None
+    if side.get("format") != SCORES_FORMAT or not isinstance(files, dict):
+        raise TableError(f"{side_car}: not a {SCORES_FORMAT} side-car (written by an older "
+                         "scorer, without shard digests); score again with restart")
+    if not side.get("complete") or len(files) != side.get("shards"):
+        raise TableError(f"{side_car}: scoring is incomplete ({len(files)} of "
+                         f"{side.get('shards')} shards); rerun the scorer to finish")
+    stray = sorted(set(on_disk) - set(files))
+    if stray:
+        raise TableError(f"{directory}: {stray[0]} is not one of the {len(files)} shards that "
+                         f"{SCORES_SIDE_CAR} names (shards of another run mixed in?)")
+    for shard, want in sorted(files.items()):
+        path = directory / shard
+        if not path.is_file():
+            raise TableError(f"{path}: missing ({SCORES_SIDE_CAR} names {len(files)} shards)")
+        if path.stat().st_size != want.get("bytes") or _sha256(path) != want.get("sha256"):
+            raise TableError(f"{path}: differs from the shard that was written (size or "
+                             f"sha256 in {SCORES_SIDE_CAR}); score again with restart")
+    return [directory / f for f in sorted(files)], side
+
+
 def read_table(path: str | pathlib.Path, name: str | None = None) -> ScoreTable:
-    """Reads and validates one parquet table: a file, or a directory of parquet shards
-    (the scorer's output; shards are concatenated in name order). `name` defaults to its
-    metadata model name (plus "@step") or the file stem. Losses stored in bits
-    (metadata `hybrid_jax.loss_unit`) are converted to nats."""
+    """Reads and validates one parquet table: a file, or a scorer's directory of parquet
+    shards (read only when complete, see `scorer_shards`; shards are concatenated in name
+    order). `name` defaults to its metadata model name (plus "@step") or the file stem.
+    Losses stored in bits (metadata `hybrid_jax.loss_unit`) are converted to nats."""
     path = pathlib.Path(path)
     if not path.exists():
         raise TableError(f"{path}: no such table")
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise TableError(f"{path}: a directory without parquet shards")
+    provenance = None
+    if path.is_dir():
+        files, side = scorer_shards(path)
+        provenance = side.get("provenance")
+    else:
+        files = [path]
     try:
         parts = [pq.read_table(f) for f in files]
         pt = pa.concat_tables(parts)
@@ -212,7 +280,8 @@ def read_table(path: str | pathlib.Path, name: str | None = None) -> ScoreTable:
             frame["entropy"] = frame["entropy"].astype(np.float64) * factor
     frame = validate_frame(frame, f"{path}")
     return ScoreTable(name=name, frame=frame, model=model, step=step, path=str(path),
-                      doc_digests=digests, loss_unit_read=unit if factor != 1.0 else None)
+                      doc_digests=digests, loss_unit_read=unit if factor != 1.0 else None,
+                      provenance=provenance)
 
 
 def _read_digests(files: list[pathlib.Path], parts: list[pa.Table]) -> dict[str, str] | None:

@@ -6,7 +6,9 @@ r"""Score a checkpoint on an eval pack: the per-token table (parquet shards + si
 
 (`python -m hybrid_jax.apps.score` is the same.) The pack is built (and saved) on first
 use from --docs and --tokenizer, and read as is afterwards, so every model of a
-comparison scores the same windows. Rerunning continues after the last complete shard.
+comparison scores the same windows. Rerunning continues after the last complete shard,
+if the shards there came from the same checkpoint and pack (else it stops; --restart
+scores from the start).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ _DTYPE = flags.DEFINE_string("dtype", None, "Compute/param dtype override (bfloa
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Windows per device batch (global).")
 _CHUNK = flags.DEFINE_integer("vocab_chunk", 8192, "Vocabulary slice of the LM head.")
 _MESH = flags.DEFINE_string("mesh", "data=-1", "Mesh, e.g. data=-1 or data=2,tensor=4.")
+_RESTART = flags.DEFINE_bool("restart", False, "Delete the shards already in --out and "
+                             "score from the start (they came from another checkpoint or "
+                             "pack).")
 
 
 def mesh_axes(spec: str) -> dict[str, int]:
@@ -102,7 +107,7 @@ def main(argv: list[str]) -> None:
         out = score_pack(graphdef, params, pack, _OUT.value, model_name=name, step=_STEP.value,
                          source={"checkpoint": str(pathlib.Path(_CKPT.value).absolute())},
                          batch_size=_BATCH.value, vocab_chunk=_CHUNK.value,
-                         batch_sharding=batch_sharding(mesh))
+                         batch_sharding=batch_sharding(mesh), restart=_RESTART.value)
     print(f"per-token table of {name}: {out}")
 
 

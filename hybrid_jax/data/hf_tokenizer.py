@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hybrid_jax.data.tokenizers import TokenizerError, TokenizerNotFoundError
+
 DOLMA2_EOS_ID = 100257
 EOS_TOKEN = "<|endoftext|>"
 
@@ -47,19 +49,27 @@ class HfTokenizer:
         The EOS token is `eos_token`, else tokenizer_config.json's `eos_token` beside it,
         else `<|endoftext|>`; it must be in the vocabulary.
         """
-        from tokenizers import Tokenizer
-
         path = pathlib.Path(path)
         file = path / "tokenizer.json" if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(f"{file}: no tokenizer.json")
+        if not file.is_file():  # before the import: a wrong path is not a missing package
+            raise TokenizerNotFoundError(f"{file}: no tokenizer.json (a Hugging Face "
+                                         "tokenizer file, or a directory holding one)")
+        try:
+            from tokenizers import Tokenizer
+        except ImportError as e:
+            raise TokenizerError(f"{file}: reading a Hugging Face tokenizer needs the "
+                                 "`tokenizers` package (pip install tokenizers, or the "
+                                 "package's [convert] extra)") from e
         self.path = file
-        self._tok = Tokenizer.from_file(str(file))
+        try:
+            self._tok = Tokenizer.from_file(str(file))
+        except Exception as e:  # tokenizers raises a bare Exception for a bad file
+            raise TokenizerError(f"{file}: not a readable tokenizer.json ({e})") from e
         if eos_token is None:
             eos_token = _configured_eos(file.parent) or EOS_TOKEN
         eos_id = self._tok.token_to_id(eos_token)
         if eos_id is None:
-            raise ValueError(f"{file}: EOS token {eos_token!r} is not in the vocabulary")
+            raise TokenizerError(f"{file}: EOS token {eos_token!r} is not in the vocabulary")
         self.eos_token = eos_token
         self.eos_id = int(eos_id)
 

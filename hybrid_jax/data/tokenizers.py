@@ -13,6 +13,7 @@ covers part of a multi-byte character gets that character's span).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import pathlib
@@ -22,8 +23,17 @@ from typing import Protocol
 import numpy as np
 
 from hybrid_jax.data.byte_tokenizer import ByteTokenizer
+from hybrid_jax.errors import UserError
 
 log = logging.getLogger("hybrid_jax.data")
+
+
+class TokenizerError(UserError, ValueError):
+    """A tokenizer spec or file that cannot be used; the message names it."""
+
+
+class TokenizerNotFoundError(TokenizerError, FileNotFoundError):
+    """The tokenizer file of a spec does not exist."""
 
 
 class Tokenizer(Protocol):
@@ -61,14 +71,14 @@ class SentencePieceTokenizer:
         self.vocab_size = int(self._sp.vocab_size())
         self.eos_id = int(self._sp.eos_id())
         if self.eos_id < 0:
-            raise ValueError(f"{path or 'sentencepiece model'} has no EOS piece")
+            raise TokenizerError(f"{path or 'sentencepiece model'} has no EOS piece")
         self.model_proto = model_proto
 
     @classmethod
     def load(cls, path: str | pathlib.Path) -> SentencePieceTokenizer:
         path = pathlib.Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"no sentencepiece model at {path}")
+            raise TokenizerNotFoundError(f"no sentencepiece model at {path}")
         return cls(path.read_bytes(), str(path))
 
     def save(self, path: str | pathlib.Path) -> None:
@@ -154,5 +164,27 @@ def load_tokenizer(spec: str) -> Tokenizer:
         from hybrid_jax.data.hf_tokenizer import HfTokenizer
 
         return HfTokenizer(arg)
-    raise ValueError(f"unknown tokenizer {spec!r}; use bytes, sentencepiece:<file> or "
-                     f"hf:<tokenizer.json>")
+    raise TokenizerError(f"unknown tokenizer {spec!r}; use bytes, sentencepiece:<file> or "
+                         f"hf:<tokenizer.json>")
+
+
+def tokenizer_sha256(tokenizer: Tokenizer) -> str:
+    """A digest of what the tokenizer does: its model file's bytes (SentencePiece,
+    tokenizer.json plus the EOS token chosen), or the fixed byte layout; other
+    tokenizers by their vocabulary renderings. Two tokenizers with one digest encode
+    every text alike."""
+    from hybrid_jax.data.hf_tokenizer import HfTokenizer
+
+    h = hashlib.sha256()
+    if isinstance(tokenizer, ByteTokenizer):
+        h.update(b"bytes\0%d\0%d" % (tokenizer.vocab_size, tokenizer.eos_id))
+    elif isinstance(tokenizer, SentencePieceTokenizer):
+        h.update(b"sentencepiece\0" + tokenizer.model_proto)
+    elif isinstance(tokenizer, HfTokenizer):
+        h.update(b"hf\0" + pathlib.Path(tokenizer.path).read_bytes() + b"\0"
+                 + str(tokenizer.eos_id).encode())
+    else:
+        h.update(type(tokenizer).__name__.encode() + b"\0%d\0" % tokenizer.eos_id)
+        for i in range(tokenizer.vocab_size):
+            h.update(tokenizer.token_text(i).encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()

@@ -5,7 +5,9 @@ One blueprint covers all architectures: `layer_types` lists, per layer,
     "full"  full causal softmax attention (Olmo 3 post-norm block)
     "gdn"   Gated DeltaNet (Olmo Hybrid pre-norm block)
 The transformer, hybrid and pure-recurrent research models and the two Olmo 7B releases
-are presets (`presets.py`) that differ only in these values.
+are presets (`presets.py`) that differ only in these values. `layer_types` may also be
+given as one string, of layer codes (`s` swa, `f` full, `g` gdn: "gggf" is the tiny
+hybrid) or comma-separated names ("gdn,gdn,gdn,full"), as a command line gives it.
 
 Bad values raise `ConfigError` naming the field, at construction time.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from hybrid_jax.errors import UserError
@@ -23,6 +25,7 @@ if TYPE_CHECKING:  # jax is imported where used: configs/*.py load this for a to
     import jax.numpy as jnp
 
 LAYER_TYPES = ("swa", "full", "gdn")
+LAYER_CODES = {"s": "swa", "f": "full", "g": "gdn"}  # "sssf", "gggf", "gggg"
 _DTYPES = ("float32", "bfloat16", "float16")
 _ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas", "splash")
 _GDN_IMPLS = ("auto", "xla", "pallas", "recurrent")
@@ -103,7 +106,7 @@ class ModelConfig:
     remat: bool = False  # rematerialise each block in the backward pass
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layer_types", tuple(self.layer_types))
+        object.__setattr__(self, "layer_types", parse_layer_types(self.layer_types))
         if isinstance(self.yarn, Mapping):
             object.__setattr__(self, "yarn", YarnConfig(**self.yarn))
         self._validate()
@@ -203,6 +206,30 @@ class ModelConfig:
         if d.get("yarn") is not None and not isinstance(d["yarn"], YarnConfig):
             d["yarn"] = YarnConfig(**dict(d["yarn"]))
         return cls(**d)
+
+
+def parse_layer_types(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Layer types from names, codes or a comma list, in any mix.
+
+    "gggf", "gdn,gdn,gdn,full", ("gdn", "gdn", "gdn", "full") and ("gggf",) (what a
+    command line override of a tuple field gives) are all the tiny hybrid's layers.
+    Raises ConfigError naming the entry that is neither a name nor a string of codes.
+    """
+    items = [value] if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ConfigError(f"layer_types[{i}] = {item!r} is not a string")
+        for part in (p.strip() for p in item.split(",")):
+            if part in LAYER_TYPES:
+                out.append(part)
+            elif part and all(c in LAYER_CODES for c in part):
+                out.extend(LAYER_CODES[c] for c in part)
+            elif part:
+                codes = ", ".join(f"{k}={v}" for k, v in LAYER_CODES.items())
+                raise ConfigError(f"layer_types: {part!r} is neither a layer type "
+                                  f"{LAYER_TYPES} nor a string of layer codes ({codes})")
+    return tuple(out)
 
 
 def _positive(name: str, value: int) -> None:

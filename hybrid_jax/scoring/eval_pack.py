@@ -2,8 +2,12 @@
 
 Two models compared token by token must see identical prefixes. That is made a
 property of the inputs: documents are tokenized and cut into windows once, the result
-is written to disk, and every scoring run reads the same file (its sha256 goes into each
-table's sidecar). A pack holds, per window row of `seq_len + 1` tokens:
+is written to disk, and every scoring run reads the same file. Its `digest()` covers
+the documents (ids, domains, texts), the windows (every array below) and the tokenizer
+(`tokenizer_sha256`: its model file) and goes into each table's side-car, so tables of
+different packs cannot be mixed; `meta["doc_digests"]` holds each document's
+`document_digest` (sha256 of its text, 16 hex digits). A pack holds, per window row of
+`seq_len + 1` tokens:
 
     tokens, segment_ids     what the model reads (documents packed, EOS after each)
     doc_index               which document each token came from (-1: padding)
@@ -33,11 +37,17 @@ from typing import Any
 
 import numpy as np
 
+from hybrid_jax.analysis.table import document_digest
 from hybrid_jax.data.packing import pack_documents
 from hybrid_jax.data.sources import Document
-from hybrid_jax.data.tokenizers import Tokenizer
+from hybrid_jax.data.tokenizers import Tokenizer, tokenizer_sha256
+from hybrid_jax.errors import UserError
 
 PACK_FORMAT = "hybrid_jax.eval_pack/1"
+
+
+class PackError(UserError, ValueError):
+    """An eval pack directory that cannot be used as given; the message names it."""
 _ARRAYS = ("tokens", "segment_ids", "doc_index", "char_start", "char_end", "score_mask")
 
 
@@ -61,10 +71,26 @@ class EvalPack:
         return self.tokens.shape[0]
 
     def sha256(self) -> str:
+        """sha256 of the window arrays only (kept for older side-cars; see `digest`)."""
         h = hashlib.sha256()
         for name in _ARRAYS:
             h.update(np.ascontiguousarray(getattr(self, name)).tobytes())
         return h.hexdigest()
+
+    def digest(self) -> str:
+        """sha256 over the windows, the documents and the tokenizer: two packs with one
+        digest give every model the same inputs and the same texts to analyse."""
+        h = hashlib.sha256(PACK_FORMAT.encode() + b"\0")
+        h.update(self.sha256().encode() + b"\0" + corpus_sha256(self.docs).encode() + b"\0")
+        tok = self.meta.get("tokenizer_sha256") or f"spec:{self.meta.get('tokenizer')}"
+        layout = (tok, self.meta.get("mode"), self.seq_len, self.meta.get("stride"),
+                  self.meta.get("vocab_size"), self.meta.get("eos_id"))
+        h.update(json.dumps(layout).encode())
+        return h.hexdigest()
+
+    def doc_digests(self) -> dict[str, str]:
+        """{doc_id: document_digest(text)} of every document of the pack."""
+        return {d.id: document_digest(d.text) for d in self.docs}
 
     # ------------------------------------------------------------------ files
     def save(self, directory: str | pathlib.Path) -> pathlib.Path:
@@ -75,28 +101,42 @@ class EvalPack:
         with open(directory / "docs.jsonl", "w", encoding="utf-8") as f:
             for d in self.docs:
                 f.write(json.dumps({"id": d.id, "domain": d.domain, "text": d.text}) + "\n")
-        meta = {**self.meta, "format": PACK_FORMAT, "sha256": self.sha256()}
+        meta = {**self.meta, "format": PACK_FORMAT, "sha256": self.sha256(),
+                "digest": self.digest(), "doc_digests": self.doc_digests()}
         (directory / "pack.json").write_text(json.dumps(meta, indent=2) + "\n")
         return directory
 
     @classmethod
     def load(cls, directory: str | pathlib.Path) -> EvalPack:
+        """Read a saved pack; PackError if it is not one, or if its arrays, documents
+        or digests differ from what was saved."""
         directory = pathlib.Path(directory)
         meta_file = directory / "pack.json"
         if not meta_file.is_file():
-            raise FileNotFoundError(f"{directory} is not an eval pack (no pack.json)")
-        meta = json.loads(meta_file.read_text())
+            raise PackError(f"{directory} is not an eval pack (no pack.json)")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError) as e:
+            raise PackError(f"{meta_file}: unreadable ({e})") from e
         if meta.get("format") != PACK_FORMAT:
-            raise ValueError(f"{meta_file}: format {meta.get('format')!r}, expected {PACK_FORMAT}")
-        arrays = np.load(directory / "pack.npz")
-        docs = []
-        with open(directory / "docs.jsonl", encoding="utf-8") as f:
-            for line in f:
-                obj = json.loads(line)
-                docs.append(Document(obj["id"], obj["domain"], obj["text"]))
-        pack = cls(**{k: arrays[k] for k in _ARRAYS}, docs=docs, meta=meta)
+            raise PackError(f"{meta_file}: format {meta.get('format')!r}, expected {PACK_FORMAT}")
+        try:
+            arrays = np.load(directory / "pack.npz")
+            docs = []
+            with open(directory / "docs.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    obj = json.loads(line)
+                    docs.append(Document(obj["id"], obj["domain"], obj["text"]))
+            pack = cls(**{k: arrays[k] for k in _ARRAYS}, docs=docs, meta=meta)
+        except (OSError, ValueError, KeyError) as e:
+            raise PackError(f"{directory}: unreadable eval pack ({type(e).__name__}: {e})") from e
         if pack.sha256() != meta["sha256"]:
-            raise ValueError(f"{directory}: arrays do not match the recorded sha256 (modified?)")
+            raise PackError(f"{directory}: arrays do not match the recorded sha256 (modified?)")
+        if corpus_sha256(docs) != meta.get("corpus_sha256"):
+            raise PackError(f"{directory / 'docs.jsonl'}: the documents differ from the ones "
+                            "the pack was built from (modified?)")
+        if "digest" in meta and pack.digest() != meta["digest"]:
+            raise PackError(f"{meta_file}: the pack's digest does not match (modified?)")
         return pack
 
 
@@ -154,13 +194,15 @@ def build_eval_pack(
     score_mask = same_doc & is_text & _first_occurrence(doc_index, token_index)
     meta = {
         "mode": mode, "seq_len": seq_len, "stride": stride if mode == "document" else None,
-        "tokenizer": tokenizer_spec, "vocab_size": int(tokenizer.vocab_size),
+        "tokenizer": tokenizer_spec, "tokenizer_sha256": tokenizer_sha256(tokenizer),
+        "vocab_size": int(tokenizer.vocab_size),
         "eos_id": int(tokenizer.eos_id), "corpus_sha256": corpus_sha256(kept),
         "documents": n_docs, "skipped_empty_documents": skipped_empty,
         "text_tokens": int(sum(x.size for x in ids_of)),
         "scored_targets": int(score_mask.sum()),
         "unscored_first_tokens": n_docs, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    meta["doc_digests"] = {d.id: document_digest(d.text) for d in kept}
     return EvalPack(tokens, segs, doc_index, char_start, char_end, score_mask, list(kept), meta)
 
 

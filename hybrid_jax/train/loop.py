@@ -11,6 +11,11 @@ Checkpoint restore, Evals, Update step, Loop. Everything a run writes goes to `w
     stable_<b>x/, anneal_<b>x/, step_<n>/, final/   parameter exports for scoring
 
 Running `train` again on the same workdir resumes from the newest readable checkpoint.
+
+Every check of the config runs first, before anything is built or compiled
+(`config_checks.py`: one-line `ConfigError`s naming the field). A full disk ends the run
+with a `DiskFullError` naming the path, wherever the write was (metrics, checkpoints,
+exports); a checkpoint that could not be written stops it (`CheckpointSaveError`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from hybrid_jax.data.batch import Batch
 from hybrid_jax.data.pipeline import to_batch, training_batches
 from hybrid_jax.data.sources import load_documents, split_held_out
 from hybrid_jax.data.tokenizers import SentencePieceTokenizer, load_tokenizer, train_sentencepiece
-from hybrid_jax.models.lm import LM, count_params
+from hybrid_jax.errors import DiskFullError, UserError, is_disk_full
+from hybrid_jax.models.config import ConfigError
+from hybrid_jax.models.lm import LM, abstract_lm, count_params
 from hybrid_jax.sharding import (
     activation_sharding,
     batch_sharding,
@@ -44,6 +51,7 @@ from hybrid_jax.sharding import (
 )
 from hybrid_jax.train import schedules
 from hybrid_jax.train.checkpoints import Checkpointer, export_params
+from hybrid_jax.train.config_checks import check_train_config
 from hybrid_jax.train.evals import build_eval_set, evaluate, tagger_content_fn
 from hybrid_jax.train.flops import peak_flops_per_device, training_flops_per_token
 from hybrid_jax.train.metrics import MetricWriter
@@ -54,8 +62,9 @@ from hybrid_jax.train.step import make_eval_step, make_train_step
 log = logging.getLogger("hybrid_jax.train")
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the message names the step and batch."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Training produced a NaN or infinite loss; the message names the step, the batch
+    and the checkpoint to go back to."""
 
 
 @dataclasses.dataclass
@@ -89,7 +98,23 @@ def _global_batch(element: dict[str, np.ndarray], sharding) -> Batch:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> TrainSummary:
+    """Train (or resume) the run of `config` in `workdir`; see the module docstring."""
+    check_train_config(config)  # before anything is written, built or compiled
     workdir = pathlib.Path(workdir).absolute()
+    try:
+        return _train(config, workdir)
+    except UserError:
+        raise
+    except Exception as e:  # a full disk anywhere: one clear error naming the path
+        if is_disk_full(e):
+            where = getattr(e, "filename", None) or workdir
+            raise DiskFullError(f"{where}: no space left on device ({type(e).__name__}); "
+                                "free space, then rerun to resume from the last "
+                                "checkpoint") from e
+        raise
+
+
+def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> TrainSummary:
     workdir.mkdir(parents=True, exist_ok=True)
     tc, dc, ec = config.train, config.data, config.eval
     if jax.process_index() == 0:
@@ -101,12 +126,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
     mesh = make_mesh(mesh_shape, jax.devices()[:num_devices] if num_devices else None)
     rules = dict(config.get("sharding_rules", {})) or None
     rules_kw = {} if rules is None else {"rules": rules}
-    if tc.batch_size % (mesh.shape["data"] * mesh.shape["fsdp"]):
-        raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by the data-parallel "
-                         f"mesh size {mesh.shape['data'] * mesh.shape['fsdp']}")
-    if tc.batch_size % jax.process_count():
-        raise ValueError(f"train.batch_size {tc.batch_size} is not divisible by the "
-                         f"{jax.process_count()} processes")
 
     # ------------------------------------------------------------------ Input
     docs, stats = load_documents(dc.sources)
@@ -124,22 +143,28 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
         num_shards=dc.shards, process_index=jax.process_index(),
         process_count=jax.process_count())
 
-    # ------------------------------------------------------------------ Model and optimizer
-    graphdef, params = create_sharded_params(lambda: LM(cfg, rngs=nnx.Rngs(tc.seed)), mesh,
-                                             **rules_kw)
-    n_params = count_params(nnx.merge(graphdef, params))
+    # ------------------------------------------------------------------ Schedule
+    n_params = count_params(abstract_lm(cfg))  # shapes only: nothing is compiled yet
     tokens_per_step = tc.batch_size * seq_len
     windows: list[schedules.DecayWindow] = []
     total_steps = tc.steps
-    if tc.schedule == "wsd_s":
-        unit = tc.budget_unit_tokens or 20.0 * n_params  # Chinchilla: 20 tokens / parameter
-        ends = schedules.budget_steps(tuple(tc.budgets), unit, tokens_per_step)
-        windows = schedules.decay_windows(ends, tuple(tc.budgets), tc.decay_fraction,
-                                          tc.warmup_steps)
-        total_steps = ends[-1]
-    schedule = schedules.make_schedule(tc.schedule, peak=tc.learning_rate, steps=total_steps,
-                                       warmup_steps=tc.warmup_steps,
-                                       decay_fraction=tc.decay_fraction, windows=windows)
+    try:
+        if tc.schedule == "wsd_s":
+            unit = tc.budget_unit_tokens or 20.0 * n_params  # Chinchilla: 20 tokens / param
+            ends = schedules.budget_steps(tuple(tc.budgets), unit, tokens_per_step)
+            windows = schedules.decay_windows(ends, tuple(tc.budgets), tc.decay_fraction,
+                                              tc.warmup_steps)
+            total_steps = ends[-1]
+        schedule = schedules.make_schedule(tc.schedule, peak=tc.learning_rate,
+                                           steps=total_steps, warmup_steps=tc.warmup_steps,
+                                           decay_fraction=tc.decay_fraction, windows=windows)
+    except ValueError as e:  # budgets / warmup that leave no room for a schedule
+        raise ConfigError(f"train.schedule={tc.schedule!r}, train.budgets={tuple(tc.budgets)}, "
+                          f"train.warmup_steps={tc.warmup_steps}: {e}") from None
+
+    # ------------------------------------------------------------------ Model and optimizer
+    graphdef, params = create_sharded_params(lambda: LM(cfg, rngs=nnx.Rngs(tc.seed)), mesh,
+                                             **rules_kw)
     tx = make_optimizer(schedule, weight_decay=tc.weight_decay, grad_clip=tc.grad_clip)
     state = jax.jit(lambda p: TrainState.create(p, tx))(params)
     state_sharding = jax.tree.map(lambda x: x.sharding, state)
@@ -195,7 +220,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
 
     # ------------------------------------------------------------------ Loop
     pending: list[tuple[int, dict[str, jax.Array]]] = []
-    last_good = start
     t_last, tokens_since = time.perf_counter(), 0
     bar = tqdm(total=total_steps, initial=start, desc="train", unit="step",
                disable=jax.process_index() != 0, dynamic_ncols=True)
@@ -209,12 +233,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
         pending.clear()
         for s, m in fetched:
             if not (math.isfinite(float(m["loss"])) and math.isfinite(float(m["grad_norm"]))):
-                ckpt.wait()  # the last good checkpoint may still be being written
+                ckpt.wait()  # the last checkpoint may still be being written (and digested)
                 raise NonFiniteLossError(
                     f"non-finite loss at step {s + 1} (loss {float(m['loss'])}, grad norm "
                     f"{float(m['grad_norm'])}), batch #{s} of the data stream (seed "
-                    f"{tc.seed}); the last good checkpoint is step {last_good} in "
-                    f"{ckpt.directory}")
+                    f"{tc.seed}); {ckpt.describe_latest()}")
         s, m = fetched[-1]
         now = time.perf_counter()
         tok_s = tokens_since / max(now - t_last, 1e-9)
@@ -236,6 +259,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
             batch = _global_batch(next(iterator), bsh)
             state, metrics = step_fn(state, batch)
             pending.append((step, metrics))
+            ckpt.poll()  # a background save that failed stops the run here
             tokens_since += tokens_per_step
             done = step + 1
             bar.update(1)
@@ -254,7 +278,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> Trai
             if done % tc.checkpoint_every == 0 or done == total_steps:
                 flush(done)  # never checkpoint a state whose loss was not finite
                 ckpt.save(state, iterator)
-                last_good = done
             if tc.kill_at_step and done == tc.kill_at_step:
                 ckpt.wait()  # simulate preemption right after a checkpoint lands
                 os.kill(os.getpid(), signal.SIGKILL)
