@@ -25,6 +25,12 @@ MANIFEST_FORMAT = "hybrid_jax.digests/1"
 _BLOCK = 8 << 20  # bytes read per call
 
 
+def document_digest(text: str) -> str:
+    """The digest of a document's text that per-token tables store and the analysis
+    checks (`analysis.table`): the first 16 hex digits of the sha256 of its UTF-8 bytes."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of the file's bytes."""
     h = hashlib.sha256()

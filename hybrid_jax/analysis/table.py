@@ -54,6 +54,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hybrid_jax.digests import document_digest
 from hybrid_jax.errors import UserError
 
 REQUIRED: dict[str, str] = {
@@ -109,12 +110,6 @@ class Document:
     domain: str
     text: str
     lang: str = "en"
-
-
-def document_digest(text: str) -> str:
-    """The digest of a document's text that tables store and the analysis checks: the
-    first 16 hex digits of the sha256 of its UTF-8 bytes."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _row_desc(frame: pd.DataFrame, i: int) -> str:

@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from hybrid_jax.analysis.table import document_digest
 from hybrid_jax.data.packing import pack_documents
 from hybrid_jax.data.sources import Document
 from hybrid_jax.data.tokenizers import Tokenizer, tokenizer_sha256
+from hybrid_jax.digests import document_digest
 from hybrid_jax.errors import UserError
 
 PACK_FORMAT = "hybrid_jax.eval_pack/1"

@@ -144,6 +144,18 @@ def real_pack(corpus_docs):
     return {d.id: d for d in sub}, validate_frame(pack)
 
 
+def _complete_side_car(directory):
+    """The side-car a scorer writes last: these shards are the complete set."""
+    from hybrid_jax.analysis.table import SCORES_FORMAT, SCORES_SIDE_CAR
+    from hybrid_jax.digests import file_sha256
+
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)}
+             for p in sorted(directory.glob("*.parquet"))}
+    (directory / SCORES_SIDE_CAR).write_text(json.dumps(
+        {"format": SCORES_FORMAT, "complete": True, "shards": len(files),
+         "shard_files": files}))
+
+
 def test_stored_digests_refuse_edited_documents_naming_the_first(real_pack, tmp_path):
     from hybrid_jax.analysis.table import document_digest, read_table
 
@@ -155,6 +167,7 @@ def test_stored_digests_refuse_edited_documents_naming_the_first(real_pack, tmp_
     for i, part in enumerate((pack[half], pack[~half])):
         write_table(part, tmp_path / "t" / f"{i}.parquet", model="m",
                     doc_digests={k: digests[k] for k in part["doc_id"].unique()})
+    _complete_side_car(tmp_path / "t")
     t = read_table(tmp_path / "t")
     assert t.doc_digests == digests
     assert check_documents(t.frame, docs, digests={"m": t.doc_digests}).method == "digests"
