@@ -227,7 +227,8 @@ def parse_layer_types(value: str | Sequence[str]) -> tuple[str, ...]:
                 out.extend(LAYER_CODES[c] for c in part)
             elif part:
                 codes = ", ".join(f"{k}={v}" for k, v in LAYER_CODES.items())
-                raise ConfigError(f"layer_types: {part!r} is neither a layer type "
+                where = "layer_types" if len(items) == 1 else f"layer_types[{i}]"
+                raise ConfigError(f"{where} = {part!r} is neither a layer type "
                                   f"{LAYER_TYPES} nor a string of layer codes ({codes})")
     return tuple(out)
 

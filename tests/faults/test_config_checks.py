@@ -155,7 +155,7 @@ def test_every_field_of_the_lm_config_can_be_overridden():
 
 
 def test_a_bad_layer_code_is_named():
-    with pytest.raises(ConfigError, match=r"layer_types: 'ggxf' is neither"):
+    with pytest.raises(ConfigError, match=r"layer_types = 'ggxf' is neither"):
         model_config(_parse("--config.model.layer_types=ggxf"))
 
 
