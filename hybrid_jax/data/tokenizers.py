@@ -13,6 +13,7 @@ covers part of a multi-byte character gets that character's span).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import pathlib
@@ -156,3 +157,23 @@ def load_tokenizer(spec: str) -> Tokenizer:
         return HfTokenizer(arg)
     raise ValueError(f"unknown tokenizer {spec!r}; use bytes, sentencepiece:<file> or "
                      f"hf:<tokenizer.json>")
+
+
+def tokenizer_digest(spec: str) -> str:
+    """sha256 naming a tokenizer by its content, not its path: of the SentencePiece
+    model file, of tokenizer.json, or of the byte tokenizer's name."""
+    kind, _, arg = spec.partition(":")
+    if kind == "bytes":
+        return hashlib.sha256(b"hybrid_jax.ByteTokenizer/1").hexdigest()
+    if kind == "sentencepiece":
+        path = pathlib.Path(arg)
+    elif kind == "hf":
+        path = pathlib.Path(arg)
+        path = path / "tokenizer.json" if path.is_dir() else path
+    else:
+        raise ValueError(f"unknown tokenizer {spec!r}; use bytes, sentencepiece:<file> or "
+                         f"hf:<tokenizer.json>")
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise FileNotFoundError(f"tokenizer {spec!r}: cannot read {path} ({e})") from None
