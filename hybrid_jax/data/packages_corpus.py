@@ -173,18 +173,20 @@ def iter_package_documents(
     min_chars: int = 500,
     max_bytes: int = 4_000_000,
     stats: PackageStats | None = None,
+    chunk_files: int = _CHUNK_FILES,
 ) -> Iterator[Document]:
     """Every document of `roots` (default: `default_roots()`), in sorted order.
 
     workers: processes reading and parsing files (0: one per CPU, 1: this process).
     stats: receives the file count, the skipped files by reason and the CPU time.
+    chunk_files: files per task handed to a worker.
     """
     roots = default_roots() if roots is None else list(roots)
     stats = PackageStats() if stats is None else stats
     files = list_files(roots)
     stats.files += len(files)
-    chunks = [(files[i : i + _CHUNK_FILES], min_chars, max_bytes)
-              for i in range(0, len(files), _CHUNK_FILES)]
+    chunks = [(files[i : i + chunk_files], min_chars, max_bytes)
+              for i in range(0, len(files), chunk_files)]
     workers = workers or os.cpu_count() or 1
     if workers == 1 or len(chunks) <= 1:
         for docs, skipped, cpu_s in map(_read_chunk, chunks):

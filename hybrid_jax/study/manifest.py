@@ -13,9 +13,9 @@
     <workdir>/report/                     report.html / .md / .json, figures, study_analyze.json
 
 Three digests tie the stages together (`DIGESTS`):
+    tokenizer  sha256 of the tokenizer file's content
     data       the token store's digest: the exact training tokens (and so the corpus,
                the split and the tokenizer they came from)
-    tokenizer  sha256 of the tokenizer file's content
     pack       `EvalPack.sha256()`: the exact windows every model scores
 Each stage records the digests it used and refuses inputs whose digests differ from
 prepare's, with a `StudyError` naming the digest, both values and the files.
@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     import ml_collections
 
 RECORD_FORMAT = "hybrid_jax.study_record/1"
-DIGESTS = ("data", "tokenizer", "pack")
+# Checked in this order: another tokenizer also means other tokens (data) and another
+# pack, so the first difference named is the cause.
+DIGESTS = ("tokenizer", "data", "pack")
 
 # The study's own settings (`config.study`), with these defaults when absent.
 STUDY_DEFAULTS: dict[str, Any] = dict(

@@ -98,9 +98,12 @@ def score_stage(config: ml_collections.ConfigDict, workdir: str, *,
     mesh = make_mesh({"data": 1}, jax.devices()[:1])  # study models: one device each
     records = []
     for arch, export, train_rec in targets:
+        # The model must come from this study's tokens; which pack its run evaluated on
+        # does not matter (evals do not change training).
         check_digests(prep["digests"], train_rec["digests"],
                       what=f"checkpoint {export.path}", where=f"its run's study_train.json "
-                      f"({export.path.parent / 'study_train.json'})")
+                      f"({export.path.parent / 'study_train.json'})",
+                      keys=("tokenizer", "data"))
         out = layout.score_dir(arch, export.step)
         rec_path = out / "study_score.json"
         if rec_path.exists() and (out / SIDE_CAR).exists():
