@@ -41,9 +41,10 @@ from hybrid_jax.train.step import make_train_step
 
 
 def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: bool,
-          gdn_impl: str, loss_chunk: int, profile: bool = False) -> dict:
+          gdn_impl: str, loss_chunk: int, profile: bool = False, vocab_size: int = 0) -> dict:
+    extra = {"vocab_size": vocab_size} if vocab_size else {}
     cfg = research_model(arch, size, dtype="bfloat16", param_dtype="float32", remat=remat,
-                         gdn_impl=gdn_impl)
+                         gdn_impl=gdn_impl, **extra)
     mesh = make_mesh({"data": -1})
     graphdef, params = create_sharded_params(lambda: LM(cfg, rngs=nnx.Rngs(0)), mesh)
     n_params = count_params(nnx.merge(graphdef, params))
@@ -84,7 +85,7 @@ def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: 
         "step_s": dt, "tokens_per_s": tok_s, "tokens_per_s_per_device": tok_s / jax.device_count(),
         "mfu": None if peak is None else tok_s * flops / (peak * jax.device_count()),
         "compile_s": compile_s, "loss": float(m["loss"]), "remat": remat,
-        "loss_chunk": loss_chunk,
+        "loss_chunk": loss_chunk, "vocab_size": cfg.vocab_size,
         "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
         **({"profile": prof} if profile else {}),
     }
@@ -94,7 +95,7 @@ def run_isolated(arch: str, size: str, args: argparse.Namespace) -> dict:
     """One (arch, size) in a child process of this script; its row, or why there is none."""
     flags = [f"--archs={arch}", f"--sizes={size}", f"--seq_len={args.seq_len}",
              f"--batch={args.batch}", f"--steps={args.steps}", f"--gdn_impl={args.gdn_impl}",
-             f"--loss_chunk={args.loss_chunk}",
+             f"--loss_chunk={args.loss_chunk}", f"--vocab_size={args.vocab_size}",
              *(["--remat"] if args.remat else []), *(["--profile"] if args.profile else [])]
     return run_row(__file__, flags, timeout_s=args.timeout_s,
                    ident={"arch": arch, "size": size})
@@ -111,6 +112,8 @@ def main() -> None:
     p.add_argument("--gdn_impl", default="auto")
     p.add_argument("--loss_chunk", type=int, default=256,
                    help="LM-head positions per piece; 0: full logits (train.loss_chunk)")
+    p.add_argument("--vocab_size", type=int, default=0,
+                   help="model vocabulary (0: the preset's, 100352; the GPU study: 32768)")
     p.add_argument("--profile", action="store_true",
                    help="also trace a few steps and print their device time by kernel and "
                         "category (op_profile.py); kept in the JSON rows")
@@ -129,7 +132,8 @@ def main() -> None:
                 try:
                     r = bench(arch, size, seq_len=args.seq_len, batch=args.batch,
                               steps=args.steps, remat=args.remat, gdn_impl=args.gdn_impl,
-                              loss_chunk=args.loss_chunk, profile=args.profile)
+                              loss_chunk=args.loss_chunk, profile=args.profile,
+                              vocab_size=args.vocab_size)
                 except Exception as e:  # e.g. out of memory: report and go on
                     r = {"arch": arch, "size": size, "error": f"{type(e).__name__}: {e}"[:300]}
             if "error" in r:

@@ -62,10 +62,15 @@ def main(argv: list[str]) -> None:
     if stage in ("train", "score", "all"):
         import jax
 
-        from hybrid_jax.apps.train import compilation_cache_dir
-
-        cache = compilation_cache_dir(_CACHE.value, workdir, jax.default_backend(),
-                                      os.environ)
+        # As hybrid_jax.apps.train chooses it (that module defines its own --config).
+        flag = _CACHE.value
+        if flag == "none" or (flag == "auto" and os.environ.get("JAX_COMPILATION_CACHE_DIR")):
+            cache = None
+        elif flag == "auto":
+            cache = None if jax.default_backend() == "cpu" else os.path.join(workdir,
+                                                                             "xla_cache")
+        else:
+            cache = flag
         if cache is not None:
             jax.config.update("jax_compilation_cache_dir", cache)
     if stage == "train" and not archs:

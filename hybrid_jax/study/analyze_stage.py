@@ -215,6 +215,10 @@ def analyze_stage(config, workdir: str, *, archs: list[str] | None = None,
         "gap": gap, "analysis_s": t_analyze, "wall_s": time.perf_counter() - t_start,
         "timings": result.timings,
     })
+    from hybrid_jax.study.summary import stages_markdown
+
+    (layout.report / "study.md").write_text(stages_markdown(layout.workdir))
+    report["study"] = layout.report / "study.md"
     log.info("analyze: %d tables of %s in %.1f s; report %s", len(tables), order,
              record["wall_s"], report.get("html"))
     return StudyResult(report, result.frames["filtered_losses"], gap,

@@ -28,6 +28,7 @@ import json
 import os
 import pathlib
 import platform
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +137,7 @@ def write_record(path: pathlib.Path, stage: str, record: dict[str, Any]) -> dict
     """Write a stage record atomically (a killed write leaves the old one or none)."""
     full = {"format": RECORD_FORMAT, "stage": stage, **record,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(), "argv": sys.argv}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(full, indent=2, default=str) + "\n")
