@@ -50,11 +50,12 @@ esac
 res="$OUT/$arch"
 mkdir -p "$res" "$workdir"
 exec > >(tee -a "$res/call.log") 2>&1
-left() { echo $((budget - ($(date +%s) - t_start))); }
+left() { local n=$((budget - ($(date +%s) - t_start))); echo $((n > 1 ? n : 1)); }
 stamp() { echo "=== $* (t=$(($(date +%s) - t_start)) s)"; }
 
 # ------------------------------------------------------------------ environment
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# TQDM_MININTERVAL: progress bars every 20 s, not ten times a second, in call.log
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
 need=(absl ml_collections sentencepiece pandas pyarrow tqdm jaxtyping orbax.checkpoint flax
       optax jax)
 missing() {
@@ -109,7 +110,7 @@ trap pack_results EXIT
 stamp "prepare"
 timeout "$(left)" "${study[@]}" --stage=prepare || { echo "prepare failed or ran out of time"; exit 1; }
 stamp "train $arch"
-timeout "$(($(left) - reserve))" "${study[@]}" --stage=train --arch="$arch"
+timeout "$(( $(left) > reserve + 1 ? $(left) - reserve : 1 ))" "${study[@]}" --stage=train --arch="$arch"
 rc=$?
 if [[ $rc -ne 0 ]]; then
   echo "train $arch stopped (exit $rc; 124: out of this call's time). Repeating this command"

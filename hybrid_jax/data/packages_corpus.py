@@ -57,6 +57,15 @@ class PackageStats:
     cpu_s: float = 0.0
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; a container may have fewer than
+    the host's `os.cpu_count()`)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_roots() -> list[tuple[str, pathlib.Path]]:
     """(label, directory) of this interpreter's standard library and site-packages."""
     roots: list[tuple[str, pathlib.Path]] = []
@@ -187,7 +196,7 @@ def iter_package_documents(
     stats.files += len(files)
     chunks = [(files[i : i + chunk_files], min_chars, max_bytes)
               for i in range(0, len(files), chunk_files)]
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cpus()
     if workers == 1 or len(chunks) <= 1:
         for docs, skipped, cpu_s in map(_read_chunk, chunks):
             stats.skipped.update(skipped)

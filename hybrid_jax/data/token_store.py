@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from hybrid_jax.data.corpus import iter_shard, read_manifest
+from hybrid_jax.data.packages_corpus import usable_cpus
 from hybrid_jax.data.tokenizers import load_tokenizer, tokenizer_digest
 from hybrid_jax.errors import UserError
 
@@ -96,7 +97,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, tokenizer_spec: str,
     tmp.mkdir(parents=True)
     tasks = [(s, tokenizer_spec, str(tmp / f"part-{i:05d}"), dtype.str)
              for i, s in enumerate(shards)]
-    workers = min(workers or os.cpu_count() or 1, len(tasks))
+    workers = min(workers or usable_cpus(), len(tasks))
     t0 = time.perf_counter()
     if workers <= 1:
         parts = [_tokenize_shard(t) for t in tasks]
@@ -129,7 +130,7 @@ def tokenize_corpus(corpus_dir: str | os.PathLike, tokenizer_spec: str,
         "documents": int(offsets.size - 1), "chars": int(sum(p["chars"] for p in parts)),
         "tokens_sha256": h.hexdigest(), "documents_sha256": file_sha256(tmp / DOCUMENTS),
         "throughput": {
-            "workers": workers, "cpus": os.cpu_count(), "shards": len(tasks),
+            "workers": workers, "cpus": usable_cpus(), "shards": len(tasks),
             "tokenize_s": t_tok, "wall_s": wall,
             "tokens_per_s": n_tokens / max(wall, 1e-9),
             "tokens_per_s_per_worker": n_tokens / max(worker_s, 1e-9),

@@ -137,7 +137,8 @@ def write_record(path: pathlib.Path, stage: str, record: dict[str, Any]) -> dict
     """Write a stage record atomically (a killed write leaves the old one or none)."""
     full = {"format": RECORD_FORMAT, "stage": stage, **record,
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": platform.node(),
-            "cpus": os.cpu_count(), "argv": sys.argv}
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(), "argv": sys.argv}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(full, indent=2, default=str) + "\n")
