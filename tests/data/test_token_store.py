@@ -125,3 +125,34 @@ def test_batches_resume_split_over_processes_and_digest(tmp_path):
         != stream().global_instances(0).tolist()
     with pytest.raises(TokenStoreError, match="fewer than one batch"):
         TokenBatches(store, seq_len=store.num_tokens, batch_size=2, seed=0)
+
+
+def test_trainer_checkpoint_restores_the_token_stream(tmp_path):
+    """The trainer's checkpoints (train/checkpoints.py) keep a token stream's position
+    and digest, and refuse it for another stream."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from hybrid_jax.train.checkpoints import Checkpointer
+    from hybrid_jax.train.state import TrainState
+
+    store = _store(tmp_path)
+    tx = optax.sgd(0.1)
+    state = TrainState.create({"w": jnp.ones(3)}, tx)._replace(step=jnp.asarray(3, jnp.int32))
+    it = TokenBatches(store, seq_len=16, batch_size=4, seed=0)
+    for _ in range(3):
+        next(it)
+    ckpt = Checkpointer(tmp_path / "ckpt", async_save=False)
+    ckpt.save(state, it)
+    ckpt.close()
+    expect = next(it)["tokens"]
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    fresh = TokenBatches(store, seq_len=16, batch_size=4, seed=0)
+    restored = Checkpointer(tmp_path / "ckpt").restore_latest(abstract, fresh)
+    assert int(restored.step) == 3 and fresh.batches == 3
+    np.testing.assert_array_equal(next(fresh)["tokens"], expect)
+    assert fresh.stream_digest == it.stream_digest
+    other = TokenBatches(store, seq_len=16, batch_size=4, seed=1)
+    with pytest.raises(RuntimeError, match="none of the checkpoints"):
+        Checkpointer(tmp_path / "ckpt").restore_latest(abstract, other)
