@@ -86,7 +86,7 @@ def get_config(arg: str = ""):
     tc.warmup_steps = 100
     tc.learning_rate = 2e-3
     tc.log_every = 50
-    tc.checkpoint_every = 500
+    tc.checkpoint_every = 250  # a call cut short resumes losing at most 250 steps
     tc.keep_checkpoints = 1
     tc.export_every = 0
 

@@ -181,6 +181,16 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, workers: int | N
         log.info("prepare: reusing %s (digests verified in %.1f s)", layout.workdir,
                  time.perf_counter() - t0)
         return record
+    # A prepare killed half-way resumes from its finished steps, but only with the
+    # settings it was started with.
+    started = layout.workdir / "prepare.started.json"
+    if started.exists():
+        changed = diff_fields(json.loads(started.read_text()), inputs)
+        if changed:
+            raise StudyError(f"{layout.workdir} holds a prepare started with other data "
+                             "settings (" + "; ".join(changed) + "): use another --workdir")
+    else:
+        started.write_text(json.dumps(inputs, indent=2) + "\n")
     workers = config.data.get("workers", 0) if workers is None else workers
     t_start = time.perf_counter()
     corpus, t_corpus = _corpus(config, layout, workers)
@@ -215,4 +225,6 @@ def prepare(config: ml_collections.ConfigDict, workdir: str, *, workers: int | N
     log.info("prepare: data %s, tokenizer %s, pack %s (%d windows, %s scored tokens)",
              digests["data"][:12], digests["tokenizer"][:12], digests["pack"][:12],
              pack.num_windows, f"{pack.meta['scored_targets']:,}")
-    return write_record(layout.prepare_record, "prepare", record)
+    record = write_record(layout.prepare_record, "prepare", record)
+    started.unlink()
+    return record

@@ -33,6 +33,7 @@ from hybrid_jax.study.manifest import (
     Layout,
     StudyError,
     check_digests,
+    diff_fields,
     read_record,
     write_record,
 )
@@ -83,6 +84,16 @@ def train_config(config: ml_collections.ConfigDict, layout: Layout, arch: str
     return cfg
 
 
+def _run_settings(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """What makes two runs of one architecture the same run, flat ("train.steps": 2289):
+    the model and the training settings (not logging, checkpoint count or kill hook)."""
+    flat = {f"model.{k}": v for k, v in cfg.model.to_dict().items()}
+    flat.update({f"train.{k}": v for k, v in cfg.train.to_dict().items()
+                 if k not in ("log_every", "kill_at_step", "keep_checkpoints")})
+    flat["data.seq_len"] = cfg.data.seq_len
+    return json.loads(json.dumps(flat, default=list))  # as the record will hold it
+
+
 def _stream_state(run_dir: pathlib.Path) -> dict[str, Any]:
     """The token stream's state in the run's newest checkpoint (`TokenBatches.get_state`'s
     one shard, as `train/checkpoints.py` writes it): what the run has read."""
@@ -118,10 +129,16 @@ def train_arch(config: ml_collections.ConfigDict, workdir: str, arch: str) -> di
                   what=f"the prepared data in {layout.workdir}",
                   where="files changed since prepare.json was written")
     run_dir, rec_path = layout.run(arch), layout.train_record(arch)
+    cfg = train_config(config, layout, arch)
+    settings_now = _run_settings(cfg)
     if rec_path.exists():
         rec = read_record(rec_path, "train")
         check_digests(prep["digests"], rec["digests"], what=f"the {arch} run in {run_dir}",
                       where=str(rec_path))
+        changed = diff_fields(rec.get("settings", {}), settings_now)
+        if changed:
+            raise StudyError(f"the {arch} run in {run_dir} was started with other settings ("
+                             + "; ".join(changed) + "): use another --workdir or move it away")
         if rec.get("complete") and (run_dir / "final" / "model_config.json").exists():
             log.info("train %s: complete in %s (%d steps)", arch, run_dir, rec["steps"])
             return rec
@@ -130,8 +147,7 @@ def train_arch(config: ml_collections.ConfigDict, workdir: str, arch: str) -> di
                          f"(no {rec_path.name}): move it away")
     else:
         write_record(rec_path, "train", {"arch": arch, "digests": prep["digests"],
-                                          "complete": False})
-    cfg = train_config(config, layout, arch)
+                                          "settings": settings_now, "complete": False})
     log.info("training %s in %s", arch, run_dir)
     t0 = time.perf_counter()
     summary = train(cfg, run_dir)
@@ -139,7 +155,7 @@ def train_arch(config: ml_collections.ConfigDict, workdir: str, arch: str) -> di
     stream = _stream_state(run_dir)
     tc = cfg.train
     record = {
-        "arch": arch, "digests": prep["digests"], "complete": True,
+        "arch": arch, "digests": prep["digests"], "settings": settings_now, "complete": True,
         "layer_types": list(cfg.model.layer_types), "steps": summary.steps,
         "tokens": summary.steps * tc.batch_size * cfg.data.seq_len,
         "seq_len": cfg.data.seq_len, "batch_size": tc.batch_size, "seed": tc.seed,

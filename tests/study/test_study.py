@@ -188,3 +188,13 @@ def test_analyze_refuses_another_pack(study):
     # A prepared workdir refuses other settings instead of mixing them.
     with pytest.raises(StudyError, match="pack_docs_per_domain: 1 -> 2"):
         prepare(config, str(study["staged"]))
+
+
+def test_a_run_with_other_settings_is_refused(study):
+    config = study["config"]
+    config.train.steps = 5
+    try:
+        with pytest.raises(StudyError, match=r"train.steps: 4 -> 5"):
+            train_arch(config, str(study["staged"]), "hybrid")
+    finally:
+        config.train.steps = 4
