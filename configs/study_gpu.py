@@ -19,6 +19,8 @@ Why these numbers:
   1 in 50 package documents held out, 1 in 4 of the small shared domains (about 25
   documents each, enough for the eval pack), a 32k SentencePiece trained on 10M
   characters spread over the training split.
+- Model: the preset at `size` with the tokenizer's 32768-entry vocabulary (44.1M / 45.9M /
+  46.5M parameters: transformer / hybrid / recurrent).
 - Batch: 64 windows of 1024 tokens (65,536 tokens a step), the issue's target shape.
 - Schedule: WSD-S as in OH section 4.1: warmup, then the peak rate with a linear decay
   to 0 over the last 5% of each budget, at 0.5 / 1 / 2 / 4 / 8 x 18.75M tokens (the
@@ -67,6 +69,10 @@ def get_config(arg: str = ""):
     config = _lm_config(f"arch=hybrid,size={a.size}")
     shared = _shared_corpus(a.shared)
     config.mesh.devices = 1
+    # The model's vocabulary is the tokenizer's: the preset's 100352 (dolma2, padded)
+    # would give a 60M model an LM head larger than its body (2.6x the FLOPs of the
+    # 32768 one) for ids the tokenizer never makes.
+    config.model.vocab_size = 32_768
 
     config.data.sources = ",".join(([f"corpus:{shared}"] if shared else []) + ["packages"])
     config.data.held_out_every = 50
