@@ -40,7 +40,7 @@ def _config(docs: pathlib.Path, **data):
                         "workers": 1, **data})
     config.train.update(steps=4, batch_size=4, warmup_steps=1, log_every=2,
                         checkpoint_every=4, export_every=2)
-    config.eval.update(every=0, tagger="none", max_windows=2, batch_size=8)
+    config.eval.update(every=0, tagger="none", max_windows=2, batch_size=32)  # one batch
     config.study.update(pack_docs_per_domain=1, pack_max_chars=500, probe_distances=(),
                         n_boot=20, tagger="brown")
     return config
