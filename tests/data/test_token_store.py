@@ -134,7 +134,7 @@ def test_trainer_checkpoint_restores_the_token_stream(tmp_path):
     import jax.numpy as jnp
     import optax
 
-    from hybrid_jax.train.checkpoints import Checkpointer
+    from hybrid_jax.train.checkpoints import Checkpointer, CheckpointRestoreError
     from hybrid_jax.train.state import TrainState
 
     store = _store(tmp_path)
@@ -154,5 +154,6 @@ def test_trainer_checkpoint_restores_the_token_stream(tmp_path):
     np.testing.assert_array_equal(next(fresh)["tokens"], expect)
     assert fresh.stream_digest == it.stream_digest
     other = TokenBatches(store, seq_len=16, batch_size=4, seed=1)
-    with pytest.raises(RuntimeError, match="none of the checkpoints"):
+    # An intact checkpoint of another stream is refused, not moved aside (checkpoints.py).
+    with pytest.raises(CheckpointRestoreError, match="seed 0 -> 1"):
         Checkpointer(tmp_path / "ckpt").restore_latest(abstract, other)
