@@ -59,6 +59,7 @@ setup(
             "hybrid-jax-analyze=hybrid_jax.apps.analyze:run",
             "hybrid-jax-convert=hybrid_jax.apps.convert:run",
             "hybrid-jax-probe=hybrid_jax.apps.probe:run",
+            "hybrid-jax-study=hybrid_jax.apps.study:run",
         ],
     },
 )

@@ -52,9 +52,10 @@ from hybrid_jax.train.step import make_train_step
 
 def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: bool,
           gdn_impl: str, loss_chunk: int, profile: bool = False,
-          attention_impl: str = "auto") -> dict:
+          attention_impl: str = "auto", vocab_size: int = 0) -> dict:
+    extra = {"vocab_size": vocab_size} if vocab_size else {}
     cfg = research_model(arch, size, dtype="bfloat16", param_dtype="float32", remat=remat,
-                         gdn_impl=gdn_impl, attention_impl=attention_impl)
+                         gdn_impl=gdn_impl, attention_impl=attention_impl, **extra)
     mesh = make_mesh({"data": -1})
     graphdef, params = create_sharded_params(lambda: LM(cfg, rngs=nnx.Rngs(0)), mesh)
     n_params = count_params(nnx.merge(graphdef, params))
@@ -96,7 +97,7 @@ def bench(arch: str, size: str, *, seq_len: int, batch: int, steps: int, remat: 
         "mfu": None if peak is None else tok_s * flops / (peak * jax.device_count()),
         "compile_s": compile_s, "loss": float(m["loss"]), "remat": remat,
         "loss_chunk": loss_chunk, "head_dim": cfg.head_dim, "attention_impl": attention_impl,
-        "attention_forward": os.environ.get(FORWARD_ENV, "auto"),
+        "attention_forward": os.environ.get(FORWARD_ENV, "auto"), "vocab_size": cfg.vocab_size,
         "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
         **({"profile": prof} if profile else {}),
     }
@@ -107,7 +108,7 @@ def run_isolated(arch: str, size: str, args: argparse.Namespace) -> dict:
     flags = [f"--archs={arch}", f"--sizes={size}", f"--seq_len={args.seq_len}",
              f"--batch={args.batch}", f"--steps={args.steps}", f"--gdn_impl={args.gdn_impl}",
              f"--loss_chunk={args.loss_chunk}", f"--attention_impl={args.attention_impl}",
-             f"--attention_forward={args.attention_forward}",
+             f"--attention_forward={args.attention_forward}", f"--vocab_size={args.vocab_size}",
              *(["--remat"] if args.remat else []), *(["--profile"] if args.profile else [])]
     return run_row(__file__, flags, timeout_s=args.timeout_s,
                    ident={"arch": arch, "size": size})
@@ -128,6 +129,8 @@ def main() -> None:
                    help="the model's attention_impl: auto | xla | cudnn | pallas | splash")
     p.add_argument("--attention_forward", default="auto", choices=("auto", "triton", "mosaic"),
                    help="the Pallas attention forward ($HYBRID_JAX_ATTENTION_FORWARD)")
+    p.add_argument("--vocab_size", type=int, default=0,
+                   help="model vocabulary (0: the preset's, 100352; the GPU study: 32768)")
     p.add_argument("--profile", action="store_true",
                    help="also trace a few steps and print their device time by kernel and "
                         "category (op_profile.py); kept in the JSON rows")
@@ -150,7 +153,7 @@ def main() -> None:
                     r = bench(arch, size, seq_len=args.seq_len, batch=args.batch,
                               steps=args.steps, remat=args.remat, gdn_impl=args.gdn_impl,
                               loss_chunk=args.loss_chunk, profile=args.profile,
-                              attention_impl=args.attention_impl)
+                              attention_impl=args.attention_impl, vocab_size=args.vocab_size)
                 except Exception as e:  # e.g. out of memory: report and go on
                     r = {"arch": arch, "size": size, "error": f"{type(e).__name__}: {e}"[:300]}
             if "error" in r:

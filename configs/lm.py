@@ -27,8 +27,13 @@ def get_config(arg: str = ""):
     config.mesh = dict(data=-1, fsdp=1, tensor=1, devices=0)
 
     config.data = dict(
-        sources="stdlib",  # or corpus:<dir>, jsonl:<glob>, text:<glob>; comma-separated
-        held_out_every=10,  # every 10th document of each domain is held out
+        # stdlib, corpus:<dir>, jsonl:<glob>, text:<glob>, packages[:<dir>;...]; comma-separated
+        sources="stdlib",
+        # 1 in 10 documents held out: hybrid_jax.apps.train takes every 10th of each
+        # domain; the study takes those whose text hash is divisible by 10 (data/corpus.py),
+        # or by held_out_by_domain[domain] where given.
+        held_out_every=10,
+        held_out_by_domain={},
         tokenizer="sentencepiece",  # trained on the train split; or bytes, hf:<file>, ...
         vocab_size=4096 if tiny else 32_768,
         tokenizer_chars=5_000_000,
@@ -36,6 +41,13 @@ def get_config(arg: str = ""):
         # Independent shard streams (0: one per process). Fix it (to a multiple of every
         # process count you will use) to resume on a different number of hosts.
         shards=0,
+        # Pre-tokenised training tokens (a data/token_store.py directory; the study's
+        # prepare stage writes one) and the held-out JSONL for in-loop evals; set, they
+        # replace sources / held_out_every for training and nothing is tokenised then.
+        tokens="",
+        eval_docs="",
+        workers=0,  # study prepare: processes walking and tokenising (0: one per CPU)
+        shard_chars=32_000_000,  # study prepare: characters per corpus shard
     )
 
     config.train = dict(
@@ -65,5 +77,19 @@ def get_config(arg: str = ""):
         batch_size=8 if tiny else 32,
         max_windows=64 if tiny else 512,
         tagger="auto",  # auto | brown | spacy | none (no content filter)
+    )
+
+    # The study (hybrid_jax/study/, hybrid-jax-study): what is compared and how.
+    config.study = dict(
+        archs="transformer,hybrid,recurrent",
+        pack_docs_per_domain=30,  # held-out documents of each domain in the eval pack,
+        pack_max_chars=6000,  # each cut to this many characters
+        probe_distances=(32, 64, 128, 256),  # synthetic probes; () for none
+        probes_per_distance=4,
+        score_exports="*",  # globs of the export names to score (e.g. anneal_*)
+        tagger="auto",
+        n_boot=1000,
+        top_families="",  # TOP-10∩NO-COPY ranking: "a,b,..." or "report:<report.json>"
+        top_k=10,
     )
     return config

@@ -56,7 +56,7 @@ import pathlib
 import re
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -353,3 +353,34 @@ def run(main: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> 
 
     app.run(guarded, argv=argv, flags_parser=parse)
     sys.exit(0)  # (app.run exits itself; this tells type checkers)
+
+
+# ---------------------------------------------------------------------------- shared flags
+def define_compilation_cache() -> flags.FlagHolder[str]:
+    """The --compilation_cache flag of the apps that compile (train, study)."""
+    return flags.DEFINE_string(
+        "compilation_cache", "auto",
+        "Persistent XLA compilation cache, so that a resumed run does not compile again: "
+        "'auto' = $JAX_COMPILATION_CACHE_DIR if set (jax reads it), else "
+        "<workdir>/xla_cache on GPU and TPU (off on CPU); 'none' = off; anything else = "
+        "that directory.")
+
+
+def compilation_cache_dir(flag: str, workdir: str, platform: str,
+                          env: Mapping[str, str]) -> str | None:
+    """The directory to set as jax's compilation cache, or None to leave jax's setting."""
+    if flag == "none" or (flag == "auto" and env.get("JAX_COMPILATION_CACHE_DIR")):
+        return None
+    if flag != "auto":
+        return flag
+    return None if platform == "cpu" else os.path.join(workdir, "xla_cache")
+
+
+def use_compilation_cache(flag: str, workdir: str) -> str | None:
+    """Sets jax's compilation cache as `compilation_cache_dir` says (imports jax)."""
+    import jax
+
+    cache = compilation_cache_dir(flag, workdir, jax.default_backend(), os.environ)
+    if cache is not None:
+        jax.config.update("jax_compilation_cache_dir", cache)
+    return cache

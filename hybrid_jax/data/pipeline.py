@@ -23,15 +23,16 @@ document, which segment ids fully determine.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import grain
 import numpy as np
-from grain.experimental import ConcatThenSplitIterDataset
 
 from hybrid_jax.data.batch import Batch
 from hybrid_jax.data.sources import Document
 from hybrid_jax.data.tokenizers import Tokenizer
+
+if TYPE_CHECKING:
+    import grain
 
 Element = dict[str, np.ndarray]
 
@@ -108,6 +109,11 @@ def training_batches(
                          "data shards")
     if len(docs) < num_shards:
         raise ValueError(f"{len(docs)} documents cannot fill {num_shards} data shards")
+    # grain is imported here, not at the top: the trainer imports this module, and a
+    # run on pre-tokenised data (token_batches.py) must not need grain installed.
+    import grain
+    from grain.experimental import ConcatThenSplitIterDataset
+
     texts = [d.text for d in docs]
     eos = np.int32(tokenizer.eos_id)
 

@@ -1,14 +1,20 @@
-"""Document sources: JSONL files, plain-text globs, the embedded stdlib corpus.
+"""Document sources: JSONL files, plain-text globs, the embedded stdlib corpus, the
+installed packages.
 
-Every source yields `Document(id, domain, text)`. Bad documents never crash a run and
-are never silently lost: empty texts and non-UTF-8 bytes are skipped and counted, and
-the counts are reported (`SourceStats`) so a run's log says how much was dropped and why.
+Every source yields `Document(id, domain, text)`; `iter_documents` streams them (the
+corpus never has to fit in memory), `load_documents` collects them in a list. Bad
+documents never crash a run and are never silently lost: empty texts and non-UTF-8
+bytes are skipped and counted, and the counts are reported (`SourceStats`) so a run's
+log says how much was dropped and why.
 
 Spec strings (for configs and flags), comma-separated:
     jsonl:<glob>      one JSON object per line with `text`, optional `domain` and `id`
     text:<glob>       one document per file; the domain is the parent directory name
     stdlib            the embedded standard-library corpus (`stdlib_corpus.py`)
     corpus:<dir>      every <dir>/<domain>.jsonl (e.g. ../shared/data/corpus)
+    packages          this interpreter's standard library and site-packages as code /
+                      c / prose documents (`packages_corpus.py`); packages:<dir>;<dir>
+                      for other roots
 """
 
 from __future__ import annotations
@@ -26,8 +32,8 @@ from hybrid_jax.errors import UserError
 
 log = logging.getLogger("hybrid_jax.data")
 
-__all__ = ["Document", "SourceError", "MissingSourceError", "SourceStats", "load_documents",
-           "iter_jsonl", "iter_text_files"]
+__all__ = ["Document", "SourceError", "MissingSourceError", "SourceStats", "iter_documents",
+           "load_documents", "iter_jsonl", "iter_text_files"]
 
 
 class SourceError(UserError, ValueError):
@@ -45,6 +51,7 @@ class SourceStats:
 
     read: int = 0
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    cpu_s: float = 0.0  # worker CPU seconds of parallel sources (packages)
 
     def skip(self, reason: str, where: str) -> None:
         if not self.skipped[reason]:
@@ -111,7 +118,23 @@ def iter_text_files(pattern: str, stats: SourceStats) -> Iterator[Document]:
         yield Document(str(path), path.parent.name, text)
 
 
-def _iter_spec(spec: str, stats: SourceStats) -> Iterable[Document]:
+def _iter_packages(arg: str, stats: SourceStats, workers: int) -> Iterator[Document]:
+    from hybrid_jax.data.packages_corpus import (
+        PackageStats,
+        iter_package_documents,
+        parse_roots,
+    )
+
+    walk = PackageStats()
+    for doc in iter_package_documents(parse_roots(arg), workers=workers, stats=walk):
+        stats.read += 1
+        yield doc
+    for reason, n in sorted(walk.skipped.items()):
+        stats.skipped[f"package file {reason}"] += n
+    stats.cpu_s += walk.cpu_s
+
+
+def _iter_spec(spec: str, stats: SourceStats, workers: int = 0) -> Iterable[Document]:
     kind, _, arg = spec.partition(":")
     if kind == "jsonl":
         return iter_jsonl(arg, stats)
@@ -123,21 +146,38 @@ def _iter_spec(spec: str, stats: SourceStats) -> Iterable[Document]:
         docs = stdlib_documents()
         stats.read += len(docs)
         return docs
+    if kind == "packages":
+        return _iter_packages(arg, stats, workers)
     raise SourceError(f"unknown document source {spec!r}; use jsonl:<glob>, text:<glob>, "
-                     f"corpus:<dir> or stdlib")
+                      f"corpus:<dir>, stdlib or packages[:<dir>;...]")
 
 
-def load_documents(specs: str | Iterable[str]) -> tuple[list[Document], SourceStats]:
-    """All documents of comma-separated source specs, in a fixed order, with stats."""
+def parse_specs(specs: str | Iterable[str]) -> list[str]:
+    """Comma-separated spec strings as a list (an error if there is none)."""
     if isinstance(specs, str):
         specs = [s.strip() for s in specs.split(",") if s.strip()]
     specs = list(specs)
     if not specs:
         raise SourceError("no document source given")
+    return specs
+
+
+def iter_documents(specs: str | Iterable[str], stats: SourceStats, *, workers: int = 0
+                   ) -> Iterator[Document]:
+    """The documents of comma-separated source specs, streamed in a fixed order.
+
+    `stats` counts what was read and skipped; `workers` is the process count of the
+    `packages` source (0: one per CPU).
+    """
+    for spec in parse_specs(specs):
+        yield from _iter_spec(spec, stats, workers)
+
+
+def load_documents(specs: str | Iterable[str]) -> tuple[list[Document], SourceStats]:
+    """All documents of comma-separated source specs, in a fixed order, with stats."""
+    specs = parse_specs(specs)
     stats = SourceStats()
-    docs: list[Document] = []
-    for spec in specs:
-        docs.extend(_iter_spec(spec, stats))
+    docs = list(iter_documents(specs, stats))
     if not docs:
         raise SourceError(f"the sources {specs} hold no usable document ({stats.summary()})")
     log.info("documents: %s", stats.summary())

@@ -188,3 +188,10 @@ def tokenizer_sha256(tokenizer: Tokenizer) -> str:
         for i in range(tokenizer.vocab_size):
             h.update(tokenizer.token_text(i).encode("utf-8", "surrogatepass") + b"\0")
     return h.hexdigest()
+
+
+def tokenizer_digest(spec: str) -> str:
+    """`tokenizer_sha256` of the tokenizer a spec names (bytes, sentencepiece:<file>,
+    hf:<tokenizer.json or its directory>): the same content under another path has the
+    same digest."""
+    return tokenizer_sha256(load_tokenizer(spec))

@@ -128,20 +128,29 @@ def _train(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> TrainSum
     rules_kw = {} if rules is None else {"rules": rules}
 
     # ------------------------------------------------------------------ Input
-    docs, stats = load_documents(dc.sources)
-    train_docs, held_docs = split_held_out(docs, dc.held_out_every)
-    tokenizer = _tokenizer(config, workdir, (d.text for d in train_docs))
+    seq_len = dc.seq_len
+    if dc.get("tokens"):  # pre-tokenised (data/token_batches.py): nothing tokenised here
+        from hybrid_jax.data.token_batches import pretokenized_input
+
+        source = pretokenized_input(dc, seq_len=seq_len, batch_size=tc.batch_size,
+                                    seed=tc.seed, process_index=jax.process_index(),
+                                    process_count=jax.process_count())
+        iterator, tokenizer = source.batches, source.tokenizer
+        held_docs, stats = source.held_docs, source.stats
+    else:
+        docs, stats = load_documents(dc.sources)
+        train_docs, held_docs = split_held_out(docs, dc.held_out_every)
+        tokenizer = _tokenizer(config, workdir, (d.text for d in train_docs))
+        iterator = training_batches(
+            train_docs, tokenizer, seq_len=seq_len, batch_size=tc.batch_size, seed=tc.seed,
+            num_shards=dc.shards, process_index=jax.process_index(),
+            process_count=jax.process_count())
     cfg = model_config(config)
     vocab = cfg.vocab_size if cfg.vocab_size >= tokenizer.vocab_size else None
     if vocab is None:
         vocab = -(-tokenizer.vocab_size // 128) * 128  # pad to a multiple of 128
         log.info("model vocab_size set to %d for a tokenizer of %d", vocab, tokenizer.vocab_size)
         cfg = cfg.replace(vocab_size=vocab)
-    seq_len = dc.seq_len
-    iterator = training_batches(
-        train_docs, tokenizer, seq_len=seq_len, batch_size=tc.batch_size, seed=tc.seed,
-        num_shards=dc.shards, process_index=jax.process_index(),
-        process_count=jax.process_count())
 
     # ------------------------------------------------------------------ Schedule
     n_params = count_params(abstract_lm(cfg))  # shapes only: nothing is compiled yet

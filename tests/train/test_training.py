@@ -191,7 +191,7 @@ def test_tiny_presets_learn_real_text(small_config, tmp_path, arch):
 
 
 def test_compilation_cache_dir_follows_flag_environment_and_platform():
-    from hybrid_jax.apps.train import compilation_cache_dir as cache_dir
+    from hybrid_jax.apps.cli import compilation_cache_dir as cache_dir
 
     assert cache_dir("auto", "/w", "gpu", {}) == "/w/xla_cache"
     assert cache_dir("auto", "/w", "tpu", {}) == "/w/xla_cache"

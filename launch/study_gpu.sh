@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The GPU study (configs/study_gpu.py), one architecture per lent-GPU call, and the merge.
+#
+#   OUT=/path launch/study_gpu.sh ARCH      on the GPU machine, from the repository root:
+#       prepare (or reuse a warm machine's prepare after re-verifying its digests), train
+#       ARCH, score its exports and probes; leaves in $OUT/ARCH/ the tables and records
+#       (results.tgz.part-NN, 15 MiB pieces), summary.txt and call.log, and, when time is
+#       left, throughput.json (benchmarks/train_throughput.py at the training shape)
+#   launch/study_gpu.sh merge DIR...        here: unpack the returned DIRs into $WORKDIR,
+#       then: hybrid-jax-study --stage=analyze --config=configs/study_gpu.py --workdir=$WORKDIR
+#
+# Environment: WORKDIR (runs/study_gpu), PYTHON (python3), CONFIG (configs/study_gpu.py),
+# FLAGS (extra flags for every stage, e.g. --config.train.learning_rate=1e-3),
+# CALL_BUDGET_S (570: the call's wall-clock budget from this script's start; the lent
+# machine stops a command at 600 s), RESERVE_S (90: kept after training for scoring and
+# packing), BENCH (1: run train_throughput.py when 100 s are left).
+# Missing Python modules come from ./.whl: pure-Python wheels go on PYTHONPATH, the others
+# are installed from there with pip --no-index into $WORKDIR/.site. The shared corpus is
+# read from ./.shared/corpus when that folder exists (a copy of ../shared/data/corpus).
+set -uo pipefail
+
+t_start=$(date +%s)
+workdir=${WORKDIR:-runs/study_gpu}
+py=${PYTHON:-python3}
+config=${CONFIG:-configs/study_gpu.py}
+read -r -a flags <<< "${FLAGS:-}"
+budget=${CALL_BUDGET_S:-570}
+reserve=${RESERVE_S:-90}
+
+if [[ $# -lt 1 ]]; then awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 2; fi
+
+if [[ $1 == merge ]]; then
+  shift
+  mkdir -p "$workdir"
+  for dir in "$@"; do
+    parts=("$dir"/results.tgz.part-*)
+    [[ -e ${parts[0]} ]] || { echo "study_gpu.sh: no results.tgz.part-* in $dir" >&2; exit 2; }
+    cat "${parts[@]}" | tar -xzf - -C "$workdir" || exit 1
+    echo "unpacked $dir into $workdir"
+  done
+  exit 0
+fi
+
+arch=$1
+case $arch in
+  transformer|hybrid|recurrent) ;;
+  *) echo "study_gpu.sh: ARCH must be transformer, hybrid or recurrent (or merge)" >&2; exit 2 ;;
+esac
+: "${OUT:?set OUT to the folder whose files come back}"
+res="$OUT/$arch"
+mkdir -p "$res" "$workdir"
+exec > >(tee -a "$res/call.log") 2>&1
+left() { local n=$((budget - ($(date +%s) - t_start))); echo $((n > 1 ? n : 1)); }
+stamp() { echo "=== $* (t=$(($(date +%s) - t_start)) s)"; }
+
+# ------------------------------------------------------------------ environment
+# TQDM_MININTERVAL: progress bars every 20 s, not ten times a second, in call.log
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TQDM_MININTERVAL=20
+need=(absl ml_collections sentencepiece pandas pyarrow tqdm jaxtyping orbax.checkpoint flax
+      optax jax)
+missing() {
+  "$py" -c 'import importlib.util, sys
+def absent(name):
+    try:
+        return importlib.util.find_spec(name) is None
+    except ImportError:
+        return True
+print(" ".join(m for m in sys.argv[1:] if absent(m)))' "$@"
+}
+if [[ -n $(missing "${need[@]}") && -d .whl ]]; then
+  for w in .whl/*-none-any.whl; do [[ -e $w ]] && PYTHONPATH="$PYTHONPATH:$PWD/$w"; done
+  binaries=(.whl/*-cp3*.whl)
+  if [[ -e ${binaries[0]} ]]; then
+    "$py" -m pip install --quiet --no-index --no-deps --target "$workdir/.site" \
+      "${binaries[@]}" && PYTHONPATH="$PYTHONPATH:$PWD/$workdir/.site"
+  fi
+  export PYTHONPATH
+fi
+still=$(missing "${need[@]}")
+if [[ -n $still ]]; then
+  echo "study_gpu.sh: missing Python modules: $still. Put their wheels in .whl, e.g."
+  echo "  pip download --only-binary=:all: --no-deps --python-version 3.12 \\"
+  echo "    --implementation cp --abi cp312 --platform manylinux2014_x86_64 -d .whl <package>"
+  exit 2
+fi
+stamp "start $arch on $(nvidia-smi -L 2>/dev/null | head -1); $(nproc) CPUs"
+study=("$py" -m hybrid_jax.apps.study --config="$config" --workdir="$workdir" "${flags[@]}")
+
+# ------------------------------------------------------------------ results
+pack_results() {
+  stamp "packing"
+  local files=() f d
+  for f in prepare.json pack/pack.json pack/docs.jsonl data/corpus/manifest.json \
+           data/train/manifest.json "$arch/study_train.json" "$arch/metrics.jsonl" \
+           "$arch/summary.json" "$arch/config.json" "probes/$arch.parquet" \
+           "probes/$arch.json"; do
+    [[ -e $workdir/$f ]] && files+=("$f")
+  done
+  for d in "$workdir"/scores/"$arch"@*; do [[ -d $d ]] && files+=("scores/${d##*/}"); done
+  rm -f "$res"/results.tgz.part-*
+  [[ ${#files[@]} -gt 0 ]] && tar -czf - -C "$workdir" "${files[@]}" \
+    | split -b 15m -d - "$res/results.tgz.part-"
+  "$py" -m hybrid_jax.study.summary "$workdir" "$arch" > "$res/summary.txt" 2>&1
+  ls -l "$res"
+}
+trap pack_results EXIT
+
+# ------------------------------------------------------------------ prepare, train, score
+[[ -d .shared/corpus ]] && stamp "shared corpus: .shared/corpus"
+stamp "prepare"
+timeout "$(left)" "${study[@]}" --stage=prepare || { echo "prepare failed or ran out of time"; exit 1; }
+stamp "train $arch"
+timeout "$(( $(left) > reserve + 1 ? $(left) - reserve : 1 ))" "${study[@]}" --stage=train --arch="$arch"
+rc=$?
+if [[ $rc -ne 0 ]]; then
+  echo "train $arch stopped (exit $rc; 124: out of this call's time). Repeating this command"
+  echo "while the machine is warm resumes it from its last checkpoint. Scoring the annealed"
+  echo "exports written so far."
+  exports=$(ls -d "$workdir/$arch"/anneal_* 2>/dev/null | paste -sd, -)
+  [[ -n $exports ]] && timeout "$(left)" "${study[@]}" --stage=score --exports="$exports"
+  exit "$rc"
+fi
+stamp "score $arch"
+timeout "$(left)" "${study[@]}" --stage=score --arch="$arch" \
+  || { echo "score failed or ran out of time"; exit 1; }
+trap - EXIT
+pack_results
+
+# ------------------------------------------------------------------ the baseline, if time is left
+if [[ ${BENCH:-1} == 1 && $(left) -gt 100 ]]; then
+  stamp "train_throughput.py $arch at the training shape"
+  timeout "$(left)" "$py" benchmarks/train_throughput.py --archs="$arch" --sizes=60m \
+    --seq_len=1024 --batch=64 --vocab_size=32768 --steps=10 --timeout_s="$(left)" \
+    --out="$res/throughput.json"
+fi
+stamp "done"

@@ -1,0 +1,200 @@
+"""The study's acceptance on CPU: the staged study of the tiny models writes bitwise the
+same per-token tables as the one-shot study (`make demo`'s `run_study`), and every stage
+refuses inputs from other data, tokenizers or eval packs."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import pathlib
+import shutil
+
+import jax
+import pandas as pd
+import pytest
+from jax.experimental.compilation_cache import compilation_cache
+
+from hybrid_jax.data.corpus import is_held_out
+from hybrid_jax.study import (
+    StudyError,
+    analyze_stage,
+    prepare,
+    run_study,
+    score_stage,
+    train_arch,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CORPUS = ROOT / ".." / "shared" / "data" / "corpus"
+ARCHS = ("transformer", "hybrid", "recurrent")
+
+
+def _config(docs: pathlib.Path, **data):
+    spec = importlib.util.spec_from_file_location("lm_config", ROOT / "configs" / "lm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("size=tiny")
+    config.data.update({"sources": f"jsonl:{docs}", "vocab_size": 512,
+                        "tokenizer_chars": 100_000, "seq_len": 64, "held_out_every": 3,
+                        "workers": 1, **data})
+    config.train.update(steps=4, batch_size=4, warmup_steps=1, log_every=2,
+                        checkpoint_every=4, export_every=2)
+    config.eval.update(every=0, tagger="none", max_windows=2, batch_size=32)  # one batch
+    config.study.update(pack_docs_per_domain=1, pack_max_chars=500, probe_distances=(),
+                        n_boot=20, tagger="brown")
+    return config
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The one-shot study and the staged one (stages in another order) of the tiny
+    models on a small slice of the shared corpus; compilations shared through a
+    persistent cache, which changes no result (the same executables)."""
+    if not CORPUS.is_dir():
+        pytest.fail(f"the shared corpus is missing: {CORPUS} (../shared beside the checkout)")
+    tmp = tmp_path_factory.mktemp("study")
+    docs = tmp / "docs.jsonl"
+    with open(docs, "w", encoding="utf-8") as f:
+        for path in sorted(CORPUS.glob("*.jsonl")):
+            for line in path.read_text(encoding="utf-8").splitlines()[:3]:
+                d = json.loads(line)
+                f.write(json.dumps({"id": d["id"], "domain": d["domain"],
+                                    "text": d["text"][:2500]}) + "\n")
+    before = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    compilation_cache.set_cache_dir(str(tmp / "xla_cache"))
+    compilation_cache.reset_cache()
+    try:
+        config = _config(docs)
+        oneshot = tmp / "oneshot"
+        run_study(config, str(oneshot))
+        staged = tmp / "staged"
+        prepare(config, str(staged))
+        for arch in ("recurrent", "transformer", "hybrid"):
+            train_arch(config, str(staged), arch)
+        score_stage(config, str(staged), archs=["hybrid"])
+        score_stage(config, str(staged))  # the others; hybrid's tables are kept
+        result = analyze_stage(config, str(staged))
+        yield {"tmp": tmp, "docs": docs, "config": config, "oneshot": oneshot,
+               "staged": staged, "result": result}
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        compilation_cache.reset_cache()
+
+
+def _tables(workdir: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+    return {d.name: sorted(d.glob("*.parquet")) for d in sorted((workdir / "scores").iterdir())}
+
+
+def test_staged_study_writes_the_one_shot_tables_bitwise(study):
+    one, staged = _tables(study["oneshot"]), _tables(study["staged"])
+    # Every export of every architecture: step 2 and the final step 4.
+    assert list(one) == [f"{a}@{s}" for a in sorted(ARCHS) for s in (2, 4)]
+    assert list(staged) == list(one)
+    for name, files in one.items():
+        assert [f.name for f in files] == [f.name for f in staged[name]]
+        for a, b in zip(files, staged[name], strict=True):
+            fa, fb = pd.read_parquet(a), pd.read_parquet(b)
+            pd.testing.assert_frame_equal(fa, fb, check_exact=True)
+            assert (fa["loss"].to_numpy().view("u8") == fb["loss"].to_numpy().view("u8")).all()
+            assert a.read_bytes() == b.read_bytes()
+    # The models differ from each other (the comparison is not vacuous) ...
+    loss = {n: pd.read_parquet(f[0])["loss"].to_numpy() for n, f in one.items()}
+    assert (loss["hybrid@4"] != loss["transformer@4"]).any()
+    # ... and read the same tokens in the same order.
+    streams = {a: json.loads((study["staged"] / a / "study_train.json").read_text())
+               for a in ARCHS}
+    assert len({s["stream_digest"] for s in streams.values()}) == 1
+    assert {s["stream_batches"] for s in streams.values()} == {4}
+    # The reports agree too.
+    ra = json.loads((study["oneshot"] / "report" / "report.json").read_text())
+    rb = json.loads((study["staged"] / "report" / "report.json").read_text())
+    assert ra["filtered_losses"] == rb["filtered_losses"]
+    prep = json.loads((study["staged"] / "prepare.json").read_text())
+    assert prep["digests"] == json.loads((study["oneshot"] / "prepare.json").read_text())[
+        "digests"]
+    assert study["result"].record["digests"] == prep["digests"]
+
+
+def _copy_study(study, name: str) -> pathlib.Path:
+    dst = study["tmp"] / name
+    shutil.copytree(study["staged"], dst, ignore=shutil.ignore_patterns("checkpoints"))
+    return dst
+
+
+def _foreign_table(study, name: str, config, *, exports=None) -> pathlib.Path:
+    """A transformer table of another prepare, in a copy of the staged study."""
+    other = study["tmp"] / f"other_{name}"
+    prepare(config, str(other))
+    if exports is None:
+        train_arch(config, str(other), "transformer")
+    score_stage(config, str(other), archs=["transformer"], exports=exports)
+    target = _copy_study(study, f"mixed_{name}")
+    table = next((other / "scores").glob("transformer@*"))
+    shutil.rmtree(target / "scores" / table.name)
+    shutil.copytree(table, target / "scores" / table.name)
+    return target
+
+
+def test_analyze_refuses_another_tokenizer(study):
+    config = _config(study["docs"], vocab_size=400)
+    mixed = _foreign_table(study, "tokenizer", config)
+    with pytest.raises(StudyError, match=r"transformer@\d was made with a different tokenizer"):
+        analyze_stage(study["config"], str(mixed))
+
+
+def test_analyze_and_score_refuse_other_data(study):
+    # One training document more (not held out), the same tokenizer: other training
+    # tokens, the same eval pack.
+    extra = study["tmp"] / "extra.jsonl"
+    text = next(t for i in range(100) if not is_held_out(
+        hashlib.sha256((t := f"an extra training document {i}. " * 20).encode()).digest(), 3))
+    extra.write_text(json.dumps({"id": "extra", "domain": "news", "text": text}) + "\n")
+    given = f"sentencepiece:{study['staged'] / 'tokenizer.model'}"
+    config = _config(study["docs"], tokenizer=given)
+    config.data.sources += f",jsonl:{extra}"
+    mixed = _foreign_table(study, "data", config)
+    other_prep = json.loads((study["tmp"] / "other_data" / "prepare.json").read_text())
+    staged_prep = json.loads((study["staged"] / "prepare.json").read_text())
+    assert other_prep["digests"]["pack"] == staged_prep["digests"]["pack"]
+    assert other_prep["digests"]["data"] != staged_prep["digests"]["data"]
+    with pytest.raises(StudyError, match=r"table transformer@\d was made with a different data"):
+        analyze_stage(study["config"], str(mixed))
+    # score refuses the staged study's checkpoints in the other study ...
+    with pytest.raises(StudyError, match=r"checkpoint .*final was made with a different data"):
+        score_stage(config, str(study["tmp"] / "other_data"),
+                    exports=[str(study["staged"] / "transformer" / "final")])
+    # ... and train refuses to continue a run of the other data.
+    target = _copy_study(study, "train_mix")
+    shutil.rmtree(target / "transformer")
+    shutil.copytree(study["tmp"] / "other_data" / "transformer", target / "transformer")
+    with pytest.raises(StudyError, match=r"the transformer run .*different data"):
+        train_arch(study["config"], str(target), "transformer")
+
+
+def test_analyze_refuses_another_pack(study):
+    # The same tokenizer and training tokens, another eval pack: the staged study's
+    # own checkpoint is scored on it.
+    given = f"sentencepiece:{study['staged'] / 'tokenizer.model'}"
+    config = _config(study["docs"], tokenizer=given)
+    config.study.pack_docs_per_domain = 2
+    mixed = _foreign_table(study, "pack", config,
+                           exports=[str(study["staged"] / "transformer" / "final")])
+    with pytest.raises(StudyError, match=r"table transformer@4 was made with a different pack"):
+        analyze_stage(study["config"], str(mixed))
+    # A prepared workdir refuses other settings instead of mixing them.
+    with pytest.raises(StudyError, match="pack_docs_per_domain: 1 -> 2"):
+        prepare(config, str(study["staged"]))
+
+
+def test_a_run_with_other_settings_is_refused(study):
+    config = study["config"]
+    config.train.steps = 5
+    try:
+        with pytest.raises(StudyError, match=r"train.steps: 4 -> 5"):
+            train_arch(config, str(study["staged"]), "hybrid")
+    finally:
+        config.train.steps = 4
