@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The GPU study (configs/study_gpu.py), one architecture per lent-GPU call, and the merge.
+# The GPU study (configs/study_gpu.py): the architectures in one or more lent-GPU calls, and the merge.
 #
-#   OUT=/path launch/study_gpu.sh ARCH      on the GPU machine, from the repository root:
-#       prepare (or reuse a warm machine's prepare after re-verifying its digests), train
-#       ARCH, score its exports and probes; leaves in $OUT/ARCH/ the tables and records
-#       (results.tgz.part-NN, 15 MiB pieces), summary.txt and call.log, and, when time is
-#       left, throughput.json (benchmarks/train_throughput.py at the training shape)
+#   OUT=/path launch/study_gpu.sh ARCH...   on the GPU machine, from the repository root:
+#       prepare (or reuse a warm machine's prepare after re-verifying its digests), then
+#       for each ARCH in turn: train, score its exports and probes. Leaves in $OUT/ARCH/
+#       the tables and records (results.tgz.part-NN, 15 MiB pieces) and summary.txt, in
+#       $OUT/call.log the whole log, and, when time is left, throughput.json
+#       (benchmarks/train_throughput.py at the training shape). Several ARCHs share the
+#       call's time: each trains for at most its share of what is left (an architecture
+#       that finishes early leaves its time to the next).
 #   launch/study_gpu.sh merge DIR...        here: unpack the returned DIRs into $WORKDIR,
 #       then: hybrid-jax-study --stage=analyze --config=configs/study_gpu.py --workdir=$WORKDIR
 #
@@ -13,7 +16,7 @@
 # FLAGS (extra flags for every stage, e.g. --config.train.learning_rate=1e-3),
 # CALL_BUDGET_S (570: the call's wall-clock budget from this script's start; the lent
 # machine stops a command at 600 s), RESERVE_S (90: kept after training for scoring and
-# packing), BENCH (1: run train_throughput.py when 100 s are left).
+# packing, per architecture), BENCH (1: run train_throughput.py when 100 s are left).
 # Missing Python modules come from ./.whl: pure-Python wheels go on PYTHONPATH, the others
 # are installed from there with pip --no-index into $WORKDIR/.site. The shared corpus is
 # read from ./.shared/corpus when that folder exists (a copy of ../shared/data/corpus).
@@ -41,15 +44,17 @@ if [[ $1 == merge ]]; then
   exit 0
 fi
 
-arch=$1
-case $arch in
-  transformer|hybrid|recurrent) ;;
-  *) echo "study_gpu.sh: ARCH must be transformer, hybrid or recurrent (or merge)" >&2; exit 2 ;;
-esac
+archs=("$@")
+for arch in "${archs[@]}"; do
+  case $arch in
+    transformer|hybrid|recurrent) ;;
+    *) echo "study_gpu.sh: ARCH must be transformer, hybrid or recurrent (or merge), got '$arch'" >&2
+       exit 2 ;;
+  esac
+done
 : "${OUT:?set OUT to the folder whose files come back}"
-res="$OUT/$arch"
-mkdir -p "$res" "$workdir"
-exec > >(tee -a "$res/call.log") 2>&1
+mkdir -p "$OUT" "$workdir"
+exec > >(tee -a "$OUT/call.log") 2>&1
 left() { local n=$((budget - ($(date +%s) - t_start))); echo $((n > 1 ? n : 1)); }
 stamp() { echo "=== $* (t=$(($(date +%s) - t_start)) s)"; }
 
@@ -83,13 +88,14 @@ if [[ -n $still ]]; then
   echo "    --implementation cp --abi cp312 --platform manylinux2014_x86_64 -d .whl <package>"
   exit 2
 fi
-stamp "start $arch on $(nvidia-smi -L 2>/dev/null | head -1); $(nproc) CPUs"
+stamp "start ${archs[*]} on $(nvidia-smi -L 2>/dev/null | head -1); $(nproc) CPUs"
 study=("$py" -m hybrid_jax.apps.study --config="$config" --workdir="$workdir" "${flags[@]}")
 
 # ------------------------------------------------------------------ results
-pack_results() {
-  stamp "packing"
-  local files=() f d
+pack_results() {  # ARCH
+  local arch=$1 res="$OUT/$1" files=() f d
+  stamp "packing $arch"
+  mkdir -p "$res"
   for f in prepare.json pack/pack.json pack/docs.jsonl data/corpus/manifest.json \
            data/train/manifest.json "$arch/study_train.json" "$arch/metrics.jsonl" \
            "$arch/summary.json" "$arch/config.json" "probes/$arch.parquet" \
@@ -103,34 +109,45 @@ pack_results() {
   "$py" -m hybrid_jax.study.summary "$workdir" "$arch" > "$res/summary.txt" 2>&1
   ls -l "$res"
 }
-trap pack_results EXIT
+started=()
+pack_started() { local a; for a in "${started[@]}"; do pack_results "$a"; done; }
+trap pack_started EXIT
 
 # ------------------------------------------------------------------ prepare, train, score
 [[ -d .shared/corpus ]] && stamp "shared corpus: .shared/corpus"
 stamp "prepare"
 timeout "$(left)" "${study[@]}" --stage=prepare || { echo "prepare failed or ran out of time"; exit 1; }
-stamp "train $arch"
-timeout "$(( $(left) > reserve + 1 ? $(left) - reserve : 1 ))" "${study[@]}" --stage=train --arch="$arch"
-rc=$?
-if [[ $rc -ne 0 ]]; then
-  echo "train $arch stopped (exit $rc; 124: out of this call's time). Repeating this command"
-  echo "while the machine is warm resumes it from its last checkpoint. Scoring the annealed"
-  echo "exports written so far."
-  exports=$(ls -d "$workdir/$arch"/anneal_* 2>/dev/null | paste -sd, -)
-  [[ -n $exports ]] && timeout "$(left)" "${study[@]}" --stage=score --exports="$exports"
-  exit "$rc"
-fi
-stamp "score $arch"
-timeout "$(left)" "${study[@]}" --stage=score --arch="$arch" \
-  || { echo "score failed or ran out of time"; exit 1; }
+status=0
+for i in "${!archs[@]}"; do
+  arch=${archs[$i]}
+  started+=("$arch")
+  n_left=$(( ${#archs[@]} - i ))
+  share=$(( ($(left) - n_left * reserve) / n_left ))
+  stamp "train $arch (at most ${share} s)"
+  timeout "$(( share > 1 ? share : 1 ))" "${study[@]}" --stage=train --arch="$arch"
+  rc=$?
+  if [[ $rc -ne 0 ]]; then
+    echo "train $arch stopped (exit $rc; 124: out of its share of this call's time)."
+    echo "Repeating this command while the machine is warm resumes it from its last"
+    echo "checkpoint. Scoring the annealed exports written so far."
+    exports=$(ls -d "$workdir/$arch"/anneal_* 2>/dev/null | paste -sd, -)
+    [[ -n $exports ]] && timeout "$(left)" "${study[@]}" --stage=score --exports="$exports"
+    status=$rc
+    continue
+  fi
+  stamp "score $arch"
+  timeout "$(left)" "${study[@]}" --stage=score --arch="$arch" \
+    || { echo "score $arch failed or ran out of time"; status=1; }
+done
 trap - EXIT
-pack_results
+pack_started
 
 # ------------------------------------------------------------------ the baseline, if time is left
 if [[ ${BENCH:-1} == 1 && $(left) -gt 100 ]]; then
-  stamp "train_throughput.py $arch at the training shape"
-  timeout "$(left)" "$py" benchmarks/train_throughput.py --archs="$arch" --sizes=60m \
-    --seq_len=1024 --batch=64 --vocab_size=32768 --steps=10 --timeout_s="$(left)" \
-    --out="$res/throughput.json"
+  stamp "train_throughput.py ${archs[*]} at the training shape"
+  timeout "$(left)" "$py" benchmarks/train_throughput.py --archs="$(IFS=,; echo "${archs[*]}")" \
+    --sizes=60m --seq_len=1024 --batch=64 --vocab_size=32768 --steps=10 \
+    --timeout_s="$(left)" --out="$OUT/throughput.json"
 fi
 stamp "done"
+exit "$status"
