@@ -17,6 +17,46 @@ _GROUP_COLORS = {"content": "#1b9e77", "function": "#7570b3", "other": "#d95f02"
                  "latex": "#e6ab02"}
 
 
+# One colour and marker per model in every figure: the study's three architectures get
+# fixed ones, other models the next free colours in first-seen order.
+_MODEL_STYLE = {"transformer": ("#1f77b4", "o"), "hybrid": ("#d62728", "s"),
+                "recurrent": ("#2ca02c", "^")}
+_SPARE_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+_SPARE_MARKERS = ("D", "v", "P", "X", "<", ">")
+
+# Panel titles: what each filter and probe kind is, in words.
+TITLES = {
+    "all": "All tokens",
+    "content_not_repeated": "Content words, not in a repeat",
+    "repeated_5gram": "Tokens completing a repeated 5-gram",
+    "top10_no_copy": "TOP-10 families, not in a repeat",
+    "bracket": "Closing a bracket after filler",
+    "repeat": "Repeating a 32-word span",
+    "pronoun": "Choosing the pronoun",
+    "entity": "Tracking an entity's container",
+}
+
+
+def title(name: str) -> str:
+    """The readable title of a filter or probe kind (the identifier if unknown)."""
+    return TITLES.get(name, name.replace("_", " "))
+
+
+def model_styles(models) -> dict[str, tuple[str, str]]:
+    """{model: (colour, marker)}: fixed for transformer / hybrid / recurrent (a label
+    like "hybrid@300" takes its architecture's), spare ones for the rest in order."""
+    out, spare = {}, 0
+    for m in dict.fromkeys(models):
+        base = str(m).split("@")[0]
+        if base in _MODEL_STYLE:
+            out[m] = _MODEL_STYLE[base]
+        else:
+            out[m] = (_SPARE_COLORS[spare % len(_SPARE_COLORS)],
+                      _SPARE_MARKERS[spare % len(_SPARE_MARKERS)])
+            spare += 1
+    return out
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
@@ -134,19 +174,21 @@ def filtered_curves(fl: pd.DataFrame) -> bytes | None:
     if fl.empty:
         return None
     filt = list(dict.fromkeys(fl["filter"]))
+    styles = model_styles(fl["model"])
     fig, axes = plt.subplots(1, len(filt), figsize=(4 * len(filt), 3.4), squeeze=False)
     for ax, f in zip(axes[0], filt, strict=True):
         sub = fl[fl["filter"] == f]
         for model, g in sub.groupby("model", sort=False):
+            color, marker = styles[model]
             if g["step"].notna().all() and len(g) > 1:
                 g = g.sort_values("step")
-                ax.errorbar(g["step"].astype(float), g["mean"], yerr=_yerr(g), marker="o",
-                            ms=3, capsize=2, label=model)
+                ax.errorbar(g["step"].astype(float), g["mean"], yerr=_yerr(g),
+                            marker=marker, ms=4, capsize=2, color=color, label=model)
                 ax.set_xlabel("training step")
             else:
-                ax.errorbar(g["table"], g["mean"], yerr=_yerr(g), marker="o", ls="",
-                            capsize=2, label=model)
-        ax.set_title(f)
+                ax.errorbar(g["table"], g["mean"], yerr=_yerr(g), marker=marker, ls="",
+                            capsize=2, color=color, label=model)
+        ax.set_title(title(f))
         ax.set_ylabel("mean loss (nats)")
         ax.legend(fontsize=7)
     return _png(fig)
@@ -187,29 +229,38 @@ def paired_curves(paired: pd.DataFrame) -> bytes | None:
                             color=c, marker="o", ls="", capsize=3,
                             label=None if len(g) else label)
         ax.axhline(0, color="k", lw=0.6)
-        ax.set_title(f)
+        ax.set_title(title(f))
         ax.set_ylabel("paired gap A - B (nats; > 0: B better)")
     axes[0][0].legend(fontsize=7)  # the same pairs in every panel
     return _png(fig)
 
 
 def probe_plot(summary: pd.DataFrame) -> bytes | None:
-    """One panel per probe kind: its metric vs distance, a line per model."""
+    """One panel per probe kind: its metric vs distance, a line per model with its 95%
+    band (probe items resampled) where the summary has one. Models keep the colours and
+    markers of the other figures; lines that coincide stay visible because each model
+    has its own marker and dash and later models are drawn thinner on top."""
     if summary is None or summary.empty:
         return None
     kinds = list(dict.fromkeys(summary["probe"]))
+    styles = model_styles(summary["model"])
+    dashes = ("-", "--", ":", "-.")
     fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 3.4), squeeze=False)
     for ax, k in zip(axes[0], kinds, strict=True):
         sub = summary[summary["probe"] == k]
-        for model, g in sub.groupby("model", sort=False):
+        for i, (model, g) in enumerate(sub.groupby("model", sort=False)):
             g = g.sort_values("distance")
-            line, = ax.plot(g["distance"], g["value"], marker="o", ms=3, label=model)
+            color, marker = styles[model]
+            n = int(g["n"].min()) if "n" in g else None
+            ax.plot(g["distance"], g["value"], marker=marker, ms=5 - i, lw=2.2 - 0.5 * i,
+                    ls=dashes[i % len(dashes)], color=color, zorder=3 + i,
+                    label=model if n is None else f"{model} (n = {n} per point)")
             if "lo" in g and g["lo"].notna().any():  # probe items resampled
-                ax.fill_between(g["distance"], g["lo"], g["hi"], color=line.get_color(),
+                ax.fill_between(g["distance"], g["lo"], g["hi"], color=color,
                                 alpha=0.15, lw=0)
         ax.set_xscale("log", base=2)
-        ax.set_title(k)
+        ax.set_title(title(k))
         ax.set_xlabel("distance (filler words)")
-        ax.set_ylabel(sub["metric"].iloc[0])
+        ax.set_ylabel(str(sub["metric"].iloc[0]).replace("_", " "))
         ax.legend(fontsize=7)
     return _png(fig)

@@ -120,9 +120,12 @@ def statistics_prose(n: dict) -> str:
             f"{dc.get('method', 'unknown')}: {dc.get('detail', '')}.{top_s}")
 
 
-def _sections(res: AnalysisResult, probes: pd.DataFrame | None
-              ) -> list[tuple[str, str, list[tuple[pd.DataFrame, list[str]]], str | None]]:
-    """(title, prose, [(table, columns)], figure name) of every report section."""
+_Section = tuple[str, str | list[str], list[tuple[pd.DataFrame, list[str]]], str | None]
+
+
+def _sections(res: AnalysisResult, probes: pd.DataFrame | None) -> list[_Section]:
+    """(title, prose, [(table, columns)], figure name) of every report section; prose is
+    a list of items for the warnings."""
     n, f = res.numbers, res.frames
     f = {k: _with_sig(v) for k, v in f.items()}
     a, b = n["meta"]["a"], n["meta"]["b"]
@@ -203,7 +206,10 @@ def _sections(res: AnalysisResult, probes: pd.DataFrame | None
         secs.append(("Probes", "Synthetic probes (`probes.py`), mean per distance; intervals "
                      "resample the probe items.", [(probes, cols)], "probes"))
     if n["warnings"]:
-        secs.append(("Warnings", "; ".join(n["warnings"][:50]), [], None))
+        shown = n["warnings"][:50]
+        more = len(n["warnings"]) - len(shown)
+        secs.append(("Warnings", [*shown, *([f"... and {more} more (report.json)"]
+                                           if more > 0 else [])], [], None))
     return secs
 
 
@@ -266,8 +272,13 @@ def write_report(res: AnalysisResult, out_dir: str | pathlib.Path, *,
     md = [f"# {title}", ""]
     body = [f"<h1>{html.escape(title)}</h1>"]
     for sec_title, prose, tables, fig in _sections(res, probes):
-        md += [f"## {sec_title}", "", prose, ""]
-        body.append(f"<h2>{html.escape(sec_title)}</h2><p>{html.escape(prose)}</p>")
+        if isinstance(prose, list):  # a list of items (the warnings), one per line
+            md += [f"## {sec_title}", "", *(f"- {w}" for w in prose), ""]
+            items = "".join(f"<li>{html.escape(str(w))}</li>" for w in prose)
+            body.append(f"<h2>{html.escape(sec_title)}</h2><ul>{items}</ul>")
+        else:
+            md += [f"## {sec_title}", "", prose, ""]
+            body.append(f"<h2>{html.escape(sec_title)}</h2><p>{html.escape(prose)}</p>")
         if fig in figs:
             md += [f"![{sec_title}](figures/{fig}.png)", ""]
             b64 = base64.b64encode(figs[fig]).decode()

@@ -65,8 +65,15 @@ def test_planted_gap_is_found_on_exactly_that_category(setup, brown_tagger, tmp_
     assert abs(terms[f"cat_{PLANTED}"] - AMOUNT) < 1e-6
     assert all(abs(v) < 1e-6 for k, v in terms.items() if k != f"cat_{PLANTED}")
 
+    res.numbers["warnings"] = [f"document w{i}: a warning" for i in range(53)]
     paths = write_report(res, tmp_path, token_docs_per_domain=1)
+    md = paths["md"].read_text()
+    warn = md.split("## Warnings\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert warn[0] == "- document w0: a warning" and len(warn) == 51
+    assert warn[-1] == "- ... and 3 more (report.json)"
+    assert "<li>document w49: a warning</li>" in paths["html"].read_text()
     numbers = json.loads(paths["json"].read_text())
+    assert len(numbers["warnings"]) == 53
     (adj,) = [r for r in numbers["families"] if r["name"] == PLANTED]
     assert abs(adj["mean"] - AMOUNT) < 1e-9
     page = paths["html"].read_text()
