@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmarks behind the README's "GPU performance" table, one stage at a time
+# The GPU benchmarks behind docs/performance.md (and the README's headline table), one stage at a time
 # (so that one stage fits one sitting on a lent GPU), results as JSON in OUTDIR.
 #
 #   benchmarks/run_gpu.sh OUTDIR STAGE...

@@ -38,7 +38,7 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 issue slots, one program per SM waiting on loads and on a chain of small
                 products), so its tail keeps few tiles live and it runs 4 warps, 2 stages:
                 two programs per SM (H100, B=4 T=4096 H=32 K=V=128: both kernels 1.68 ->
-                1.30 ms; benchmarks/results/h100_gdn_grads_wy.json). Both walk V in
+                1.30 ms; bd5ac4d:benchmarks/results/h100_gdn_grads_wy.json). Both walk V in
                 blocks of BV, in a loop rather than unrolled
                 (`pallas_common.over_v_blocks`; offline sm_90a, bf16, at the release's
                 padded 128 / 256: spills 412 / 532 B -> 104 / 212 B; at 128 / 128
@@ -48,12 +48,12 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 B=4 T=4096 H=32 K=V=128, 2.608 vs 2.561 ms fwd+bwd at the release's
                 heads, B=1 T=8192 (H100, 3 stages; offline sm_90a it spills 648-736 B:
                 the first half's [C, K] dk is live across the second half's loop;
-                benchmarks/results/h100_gdn_fused_grads.json; with the two halves'
+                04509a4:benchmarks/results/h100_gdn_fused_grads.json; with the two halves'
                 V-walks split into four loops of fewer accumulators it still spilled
                 460 B and took 2.1 ms). Nor were 2 to 16 chunks
                 per program in a loop the pipeliner prefetches across (1.89 ms;
-                h100_gdn_grads_chunks.json), 4 / 16 warps or 4 stages
-                (h100_gdn_grads_sweep.json).
+                3a80274:benchmarks/results/h100_gdn_grads_chunks.json), 4 / 16 warps or
+                4 stages (8f03655:benchmarks/results/h100_gdn_grads_sweep.json).
 
 V-blocks (`default_block_v`): the state passes and the gradient kernels walk V in blocks
 of 64, the state passes (bf16) in 32 where batch x heads leaves fewer than 128 programs
@@ -72,11 +72,11 @@ reverse cumsum that turns dgamma into dg), document indices, cropping.
 The reverse state pass forming `grads_state`'s gradients itself (from dS on chip, so
 that dS is neither written nor read; all of V in one program) was tried: at K = V = 128
 it spills 2.2-3.1 KB per thread and took 4.84 ms against 0.50 + 0.53 ms
-(results/h100_gdn_fused_state_bwd.json).
+(bd5ac4d:benchmarks/results/h100_gdn_fused_state_bwd.json).
 
 Status: correct in interpret mode on CPU (tests/kernels/test_gdn_pallas.py) and on an
 H100 (the GPU cases of the same file); timed by benchmarks/gdn.py (results and ratio
-tables in benchmarks/results/ and the README).
+tables in benchmarks/results/ and docs/performance.md).
 """
 
 from __future__ import annotations
@@ -323,7 +323,8 @@ def default_block_v(dtype, dv: int, pad_v: int = 0, batch_heads: int | None = No
       B=1 T=16384   (64, 8)  1.697 / 4.952   (64, 4) 1.731 / 5.290   (32, 4) 1.361 / 4.442
     and at the Olmo Hybrid 7B heads (H=30, K=96, V=192), B=1 T=4096: (64, 8) 0.515 /
     1.476, (64, 4) 0.494 / 1.515, (32, 4) 0.435 / 1.530. The gradient kernels alone
-    (B=4 T=4096): 2.024 ms at 128, 1.798 at 64 (benchmarks/results/h100_gdn_tuning.json).
+    (B=4 T=4096): 2.024 ms at 128, 1.798 at 64
+    (3ff56d2:benchmarks/results/h100_gdn_tuning.json).
     """
     dvp = pc.padded_dim(dv, pad_v)
     width = min(64, dvp, pad_v or 64)
@@ -349,7 +350,7 @@ def default_block_v_state_bwd(dv: int, pad_v: int, batch_heads: int, sms: int) -
     widest that tiles the padded V. Unlike the forward pass (see `default_block_v`),
     the reverse pass runs best one program per SM. Measured on an H100 (132 SMs), bf16,
     forward + backward ms with the gradient kernels at 3 stages, (V-block, warps) of the
-    reverse pass (`benchmarks/results/h100_gdn_bwd_tuning.json`):
+    reverse pass (`aa24a0c:benchmarks/results/h100_gdn_bwd_tuning.json`):
       H=32 K=V=128  B=4 T=4096   (64, 4) 3.329  (128, 8) 3.279  (64, 8) 3.430
                     B=2 T=8192   (64, 4) 3.369  (128, 8) 3.656  (64, 8) 3.452
                     B=1 T=16384  (32, 4) 4.025  (64, 8) 4.240   (128, 8) 4.954
@@ -373,7 +374,7 @@ def default_pad_v(dv: int) -> int:
     (the release's V = 192 stays 192 instead of 256), else 0 (the power of two).
     Measured (H100, bf16, H=30, K=96, V=192): forward 1.328 -> 1.190 ms at B2 T4096
     and 2.299 -> 1.802 ms at B4 T4096; forward + backward 3.61 -> 3.16 and 6.13 ->
-    5.33 ms (benchmarks/results/h100_gdn_release.json)."""
+    5.33 ms (a7882c7:benchmarks/results/h100_gdn_release.json)."""
     return 64 if pc.padded_dim(dv, 64) < pc.next_pow2(dv) else 0
 
 
@@ -398,15 +399,16 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
     tuning.setdefault("block_v_grads", default_block_v(dtype, v.shape[-1], pad_v))
     if dtype == jnp.bfloat16:  # fp32 keeps the forward's V-blocks (untimed)
         # Three pipelined stages of the gradient kernels' loads took 0.13-0.17 ms off
-        # forward+backward at every shape measured (H100; results/
-        # h100_gdn_bwd_tuning.json; 4 stages: no faster, h100_gdn_grads_sweep.json), and
+        # forward+backward at every shape measured (H100;
+        # aa24a0c:benchmarks/results/h100_gdn_bwd_tuning.json; 4 stages: no faster,
+        # 8f03655:benchmarks/results/h100_gdn_grads_sweep.json), and
         # their gradients match the reference on an H100 (test_gpu_backward_defaults;
         # Triton has miscompiled pipelined Hopper kernels of this kind before, fla #640).
         tuning.setdefault("num_stages_grads", 3)
         # grads_wy: 4 warps and 2 stages fit two programs on an SM, whose loads and
         # product chains overlap; gradient kernels 1.68 -> 1.31 ms with the tail
         # reordered (3 stages at 4 warps: 1.47; 8 warps: 1.45; H100, B=4 T=4096 H=32
-        # K=V=128, results/h100_gdn_grads_wy.json).
+        # K=V=128, bd5ac4d:benchmarks/results/h100_gdn_grads_wy.json).
         tuning.setdefault("num_warps_grads_wy", 4)
         tuning.setdefault("num_stages_grads_wy", 2)
         bv_bwd = tuning.setdefault("block_v_state_bwd", default_block_v_state_bwd(
