@@ -6,8 +6,8 @@
     hybrid-jax-study --config=configs/study_gpu.py --stage=score --workdir=runs/study_gpu
     hybrid-jax-study --config=configs/study_gpu.py --stage=analyze --workdir=runs/study_gpu
 
-`launch/study_gpu.sh ARCH` runs prepare + train + score of one architecture in one
-10-minute call and leaves the tables in $OUT (README "The study on a GPU").
+`launch/study_gpu.sh ARCH...` runs prepare + train + score of the named architectures in
+one lent-GPU call and leaves the tables in $OUT (docs/study.md, "On a GPU").
 
 Variants (`arg`): size (60m; 100m needs about 2x the 60m's time), shared (the shared
 corpus directory: auto = <repo>/.shared/corpus, else ../shared/data/corpus beside the
