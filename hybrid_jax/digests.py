@@ -9,7 +9,12 @@ Cost: sha256 runs at about 1-2 GB/s per core; files are hashed on a thread pool
 (hashlib releases the GIL on large buffers), so a 100 GB checkpoint takes about
 10 s on 8 cores of a GPU host, once per save and once per restore.
 
-Standard library only: the analysis side (which never imports JAX) uses it too.
+Standard library only: the analysis side (which never imports JAX) uses it too. The one
+implementation of file digests in the package: training checkpoints (`digests.json`,
+`train/checkpoints.py`), score shards (`scoring/writer.py`), the token store
+(`data/token_store.py`) and conversion outputs (`manifest.json` /
+`hybrid_jax_export.json`, `convert/manifest.py`, which adds its file and error types)
+all hash and check through these functions.
 """
 
 from __future__ import annotations
@@ -31,64 +36,83 @@ def document_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def file_digest(path: str | os.PathLike) -> dict[str, int | str]:
+    """{"bytes": size, "sha256": hex} of one file, read in 8 MiB blocks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(_BLOCK)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+            size += n
+    return {"bytes": size, "sha256": h.hexdigest()}
+
+
 def file_sha256(path: str | os.PathLike) -> str:
     """Hex sha256 of the file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_BLOCK):
-            h.update(block)
-    return h.hexdigest()
+    return str(file_digest(path)["sha256"])
 
 
-def _files(root: pathlib.Path, exclude: Iterable[str]) -> list[str]:
+def list_files(root: str | os.PathLike, exclude: Iterable[str] = ()) -> list[str]:
+    """Relative POSIX paths of every regular file under `root` (symlinks not followed
+    or listed), sorted, except the relative paths in `exclude`."""
+    root = pathlib.Path(root)
     skip = set(exclude)
     out = []
-    for p in root.rglob("*"):
-        rel = p.relative_to(root).as_posix()
-        if p.is_file() and not p.is_symlink() and rel not in skip:
-            out.append(rel)
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            p = pathlib.Path(dirpath) / name
+            rel = p.relative_to(root).as_posix()
+            if rel not in skip and p.is_file() and not p.is_symlink():
+                out.append(rel)
     return sorted(out)
 
 
-def _workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+def _workers(workers: int | None = None) -> int:
+    return max(1, workers or min(8, os.cpu_count() or 1))
+
+
+def digest_files(root: str | os.PathLike, names: Iterable[str], workers: int | None = None
+                 ) -> dict[str, dict[str, int | str]]:
+    """`file_digest` of each relative name under `root`, hashed on a thread pool."""
+    root = pathlib.Path(root)
+    names = list(names)
+    with concurrent.futures.ThreadPoolExecutor(_workers(workers)) as pool:
+        return dict(zip(names, pool.map(lambda rel: file_digest(root / rel), names),
+                        strict=True))
 
 
 def directory_manifest(root: str | os.PathLike, *, exclude: Iterable[str] = ()
                        ) -> dict[str, dict[str, int | str]]:
     """{relative path: {"bytes": size, "sha256": hex}} for every regular file under
     `root` except the relative paths in `exclude`."""
-    root = pathlib.Path(root)
-    files = _files(root, exclude)
-    with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
-        digests = list(pool.map(lambda rel: file_sha256(root / rel), files))
-    return {rel: {"bytes": (root / rel).stat().st_size, "sha256": d}
-            for rel, d in zip(files, digests)}
+    return digest_files(root, list_files(root, exclude))
 
 
-def manifest_problems(root: str | os.PathLike,
-                      files: Mapping[str, Mapping[str, int | str]]) -> list[str]:
-    """What differs between `root` and its manifest `files`, one phrase per file
-    (missing, size, content); empty when everything matches. Files that are not in the
-    manifest are not looked at."""
+def manifest_problems(root: str | os.PathLike, files: Mapping[str, Mapping[str, int | str]],
+                      names: Iterable[str] | None = None, *, hash_contents: bool = True,
+                      workers: int | None = None) -> list[str]:
+    """What differs between `root` and its manifest `files` (for `names`, default all
+    listed), one phrase per file: missing, size, and (with `hash_contents`) content;
+    empty when everything matches. Files that are not in the manifest are not looked at."""
     root = pathlib.Path(root)
+    names = sorted(files) if names is None else list(names)
     problems: list[str] = []
-    to_hash = []
-    for rel, want in sorted(files.items()):
-        path = root / rel
+    present = []
+    for rel in names:
+        path, want = root / rel, files[rel]
         if not path.is_file():
             problems.append(f"{rel} is missing")
         elif path.stat().st_size != want["bytes"]:
             problems.append(f"{rel} has {path.stat().st_size} bytes, {want['bytes']} were "
                             "written")
         else:
-            to_hash.append(rel)
-    with concurrent.futures.ThreadPoolExecutor(_workers()) as pool:
-        got = list(pool.map(lambda rel: file_sha256(root / rel), to_hash))
-    for rel, digest in zip(to_hash, got):
-        if digest != files[rel]["sha256"]:
-            problems.append(f"{rel} does not match its sha256 (the bytes changed after "
-                            "they were written)")
+            present.append(rel)
+    if hash_contents and present:
+        got = digest_files(root, present, workers)
+        problems += [f"{rel}: sha256 differs from the one written (the bytes changed)"
+                     for rel in present if got[rel]["sha256"] != files[rel]["sha256"]]
     return problems
 
 

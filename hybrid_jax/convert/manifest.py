@@ -27,18 +27,16 @@ manifest.ocdbt names its data files and is itself listed).
 
 from __future__ import annotations
 
-import concurrent.futures
-import hashlib
 import json
 import os
 import pathlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from hybrid_jax import digests
 from hybrid_jax.errors import UserError
 
 FORMAT = "hybrid_jax.manifest/1"
-_CHUNK = 8 * 2**20  # bytes per read while hashing
 
 
 class DigestError(UserError, ValueError):
@@ -46,39 +44,11 @@ class DigestError(UserError, ValueError):
     CheckpointError raised by the readers, which add what was being read."""
 
 
-def digest_file(path: str | os.PathLike) -> dict[str, Any]:
-    """{"bytes": size, "sha256": hex digest} of one file, read in 8 MiB chunks."""
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb", buffering=0) as f:
-        buf = bytearray(_CHUNK)
-        view = memoryview(buf)
-        while n := f.readinto(buf):
-            h.update(view[:n])
-            size += n
-    return {"bytes": size, "sha256": h.hexdigest()}
-
-
-def list_files(directory: pathlib.Path, skip: Iterable[str] = ()) -> list[str]:
-    """Relative posix paths of every regular file under `directory`, sorted."""
-    skip = set(skip)
-    out = []
-    for root, _, files in os.walk(directory):
-        for name in files:
-            rel = (pathlib.Path(root) / name).relative_to(directory).as_posix()
-            if rel not in skip:
-                out.append(rel)
-    return sorted(out)
-
-
-def digest_files(directory: pathlib.Path, names: Iterable[str],
-                 workers: int | None = None) -> dict[str, dict[str, Any]]:
-    """`digest_file` of each relative name, hashed in parallel threads."""
-    names = list(names)
-    workers = workers or min(8, os.cpu_count() or 1)
-    with concurrent.futures.ThreadPoolExecutor(max(1, workers)) as pool:
-        return dict(zip(names, pool.map(lambda n: digest_file(directory / n), names),
-                        strict=True))
+# One implementation of file digests for the whole package (`hybrid_jax.digests`);
+# this module adds the conversion outputs' manifest file and its errors.
+digest_file = digests.file_digest
+list_files = digests.list_files
+digest_files = digests.digest_files
 
 
 def write_manifest(directory: str | os.PathLike, name: str, *,
@@ -89,7 +59,7 @@ def write_manifest(directory: str | os.PathLike, name: str, *,
     name and renamed, so a manifest is complete or absent."""
     directory = pathlib.Path(directory)
     if files is None:
-        files = digest_files(directory, list_files(directory, skip=(name,)))
+        files = digest_files(directory, list_files(directory, exclude=(name,)))
     body = {"format": FORMAT, **(extra or {}), "files": dict(sorted(files.items()))}
     tmp = directory / f".{name}.tmp"
     tmp.write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
@@ -116,23 +86,8 @@ def check_files(directory: str | os.PathLike, listed: Mapping[str, Mapping[str, 
                 workers: int | None = None) -> None:
     """Check `names` (default: all listed) against their entries: present, same size,
     and (with `hash_contents`) same sha256. Raises DigestError naming every bad file."""
-    directory = pathlib.Path(directory)
-    names = sorted(listed) if names is None else list(names)
-    problems = []
-    present = []
-    for n in names:
-        path = directory / n
-        if not path.is_file():
-            problems.append(f"{n} is missing")
-        elif path.stat().st_size != listed[n]["bytes"]:
-            problems.append(f"{n} has {path.stat().st_size} bytes, {listed[n]['bytes']} "
-                            "were written")
-        else:
-            present.append(n)
-    if hash_contents and present:
-        got = digest_files(directory, present, workers)
-        problems += [f"{n}: sha256 differs from the one written (the bytes changed)"
-                     for n in present if got[n]["sha256"] != listed[n]["sha256"]]
+    problems = digests.manifest_problems(directory, listed, names,
+                                         hash_contents=hash_contents, workers=workers)
     if problems:
         raise DigestError(f"{directory}: {len(problems)} file(s) changed since they were "
                           f"written: {'; '.join(sorted(problems))}")

@@ -32,6 +32,7 @@ import numpy as np
 from hybrid_jax.data.corpus import iter_shard, read_manifest
 from hybrid_jax.data.packages_corpus import usable_cpus
 from hybrid_jax.data.tokenizers import load_tokenizer, tokenizer_digest
+from hybrid_jax.digests import file_sha256
 from hybrid_jax.errors import UserError
 
 STORE_FORMAT = "hybrid_jax.token_store/1"
@@ -45,14 +46,6 @@ class TokenStoreError(UserError, ValueError):
 
 def _dtype_for(vocab_size: int) -> np.dtype:
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(_READ_BLOCK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _store_digest(manifest: dict[str, Any]) -> str:

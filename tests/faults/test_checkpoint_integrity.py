@@ -63,7 +63,7 @@ def test_flipped_bytes_are_caught_and_the_run_falls_back_exactly(run, trained, c
         train(fault_config(), run)  # the same 4 steps (the lr schedule depends on them)
     rel = biggest.relative_to(ckpt4).as_posix()
     assert "checkpoint 4" in caplog.text and "is corrupt" in caplog.text, caplog.text
-    assert f"{rel} does not match its sha256" in caplog.text
+    assert f"{rel}: sha256 differs" in caplog.text
     assert "resumed from checkpoint 2" in caplog.text
     assert (run / "checkpoints.corrupt" / "4" / rel).is_file()  # kept for inspection
     # Resumed from 2 on the same data and state: steps 3 and 4 again, bit for bit.
