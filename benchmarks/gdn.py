@@ -47,7 +47,7 @@ from fla_peer import (  # noqa: E402  (benchmarks/ is on sys.path)
     flashqla_refusal,
     versions,
 )
-from gdn_check import cross_check, parse_shapes  # noqa: E402
+from gdn_check import cross_check, gdn_inputs, parse_shapes  # noqa: E402
 from timing import time_jax, time_torch  # noqa: E402
 
 from hybrid_jax.kernels.gdn import (  # noqa: E402
@@ -60,17 +60,6 @@ from hybrid_jax.kernels.gdn.pallas_gpu import gpu_config  # noqa: E402
 
 INTERPRET = False  # --interpret: Pallas interpreter, to smoke-test this script on CPU
 
-
-def gdn_inputs(b, t, h, d, dv, seed=0):
-    ks = jax.random.split(jax.random.key(seed), 5)
-    q = jax.random.normal(ks[0], (b, t, h, d), jnp.float32)
-    k = jax.random.normal(ks[1], (b, t, h, d), jnp.float32)
-    q = (q / jnp.linalg.norm(q, axis=-1, keepdims=True)).astype(jnp.bfloat16)
-    k = (k / jnp.linalg.norm(k, axis=-1, keepdims=True)).astype(jnp.bfloat16)
-    v = jax.random.normal(ks[2], (b, t, h, dv), jnp.bfloat16)
-    g = jax.nn.log_sigmoid(jax.random.normal(ks[3], (b, t, h), jnp.float32))
-    beta = jax.nn.sigmoid(jax.random.normal(ks[4], (b, t, h), jnp.float32)).astype(jnp.bfloat16)
-    return q, k, v, g, beta
 
 
 def bench_fn(fn, b, t, h, d, dv):

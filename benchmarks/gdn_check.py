@@ -41,10 +41,10 @@ MISMATCH_REL = 3e-2
 NAMES = ("o", "state", "dq", "dk", "dv", "dg", "dbeta")
 
 
-def check_inputs(b: int, t: int, h: int, d: int, dv: int, seed: int = 7):
-    """(q, k, v, g, beta) as in gdn.py's timing inputs, and the output weights w
-    [b, t, h, dv] float32 of the checked loss sum(o * w)."""
-    ks = jax.random.split(jax.random.key(seed), 6)
+def gdn_inputs(b, t, h, d, dv, seed=0):
+    """(q, k, v, g, beta) of the benchmarks: unit-norm bf16 q / k, bf16 v and beta,
+    float32 log-gates, [b, t, h, d|dv] (gdn.py times these; the check below uses them too)."""
+    ks = jax.random.split(jax.random.key(seed), 5)
     q = jax.random.normal(ks[0], (b, t, h, d), jnp.float32)
     k = jax.random.normal(ks[1], (b, t, h, d), jnp.float32)
     q = (q / jnp.linalg.norm(q, axis=-1, keepdims=True)).astype(jnp.bfloat16)
@@ -52,8 +52,14 @@ def check_inputs(b: int, t: int, h: int, d: int, dv: int, seed: int = 7):
     v = jax.random.normal(ks[2], (b, t, h, dv), jnp.bfloat16)
     g = jax.nn.log_sigmoid(jax.random.normal(ks[3], (b, t, h), jnp.float32))
     beta = jax.nn.sigmoid(jax.random.normal(ks[4], (b, t, h), jnp.float32)).astype(jnp.bfloat16)
-    w = jax.random.normal(ks[5], (b, t, h, dv), jnp.float32)
-    return (q, k, v, g, beta), w
+    return q, k, v, g, beta
+
+
+def check_inputs(b: int, t: int, h: int, d: int, dv: int, seed: int = 7):
+    """(q, k, v, g, beta) as in gdn.py's timing inputs, and the output weights w
+    [b, t, h, dv] float32 of the checked loss sum(o * w)."""
+    w = jax.random.normal(jax.random.key(seed + 1), (b, t, h, dv), jnp.float32)
+    return gdn_inputs(b, t, h, d, dv, seed), w
 
 
 def _errors(got: list, ref: list) -> dict[str, dict[str, float]]:
