@@ -37,7 +37,7 @@ import time
 import warnings
 from collections.abc import Iterator, Sequence
 
-from hybrid_jax.data.stdlib_corpus import Document
+from hybrid_jax.data.stdlib_corpus import Document, docstrings_of
 
 CODE_SUFFIXES = frozenset({".py", ".pyi", ".pyx", ".pxd"})
 C_SUFFIXES = frozenset({".h", ".hpp", ".cuh", ".c", ".cc", ".cpp", ".cu"})
@@ -129,14 +129,7 @@ def docstrings(source: str) -> str:
             tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return ""
-    nodes = [tree] + [n for n in ast.walk(tree)
-                      if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
-    parts = []
-    for node in nodes:
-        doc = ast.get_docstring(node, clean=True)
-        if doc and len(doc) > 80:
-            parts.append(doc)
-    return "\n\n".join(parts)
+    return "\n\n".join(docstrings_of(tree))
 
 
 def _read_chunk(args: tuple[list[tuple[str, str]], int, int]

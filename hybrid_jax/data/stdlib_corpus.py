@@ -29,7 +29,9 @@ def _stdlib_files() -> list[pathlib.Path]:
     return sorted(p for p in files if not any(part in skip for part in p.parts))
 
 
-def _docstrings(tree: ast.Module) -> list[str]:
+def docstrings_of(tree: ast.Module) -> list[str]:
+    """The module, class and function docstrings of `tree` longer than 80 characters (the
+    prose documents of both Python corpora: this one and `packages_corpus`)."""
     nodes = [tree] + [n for n in ast.walk(tree)
                       if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
     out = []
@@ -58,7 +60,7 @@ def stdlib_documents(
         name = str(path.relative_to(root))
         if len(code) < max_docs_per_domain and len(source) >= min_chars:
             code.append(Document(f"python/{name}", "python", source[:max_chars]))
-        text = "\n\n".join(_docstrings(tree))
+        text = "\n\n".join(docstrings_of(tree))
         if len(prose) < max_docs_per_domain and len(text) >= min_chars:
             prose.append(Document(f"prose/{name}", "prose", text[:max_chars]))
     return code + prose

@@ -13,13 +13,12 @@ from __future__ import annotations
 import json
 import shutil
 
-import jax
 import pytest
 
-from hybrid_jax.train import loop as loop_lib
 from hybrid_jax.train.loop import NonFiniteLossError, train
 from hybrid_jax.train.metrics import read_metrics
 
+from ..nan_loss import poison_loss_at
 from .train_fixtures import fault_config
 
 
@@ -94,19 +93,7 @@ def test_an_unreadable_checkpoint_is_written_again_and_not_retried(run, caplog):
 
 def test_the_nan_error_does_not_call_an_unverified_checkpoint_good(run, monkeypatch):
     (run / "checkpoints" / "4" / "digests.json").unlink(missing_ok=True)  # as older code
-    real = loop_lib.make_train_step
-
-    def poisoned(*args, **kwargs):
-        step_fn = real(*args, **kwargs)
-
-        def step(state, batch):
-            state, metrics = step_fn(state, batch)
-            bad = jax.numpy.where(state.step == 6, jax.numpy.nan, 0.0)
-            return state, {**metrics, "loss": metrics["loss"] + bad}
-
-        return step
-
-    monkeypatch.setattr(loop_lib, "make_train_step", poisoned)
+    poison_loss_at(monkeypatch, 6)
     with pytest.raises(NonFiniteLossError, match="at step 6") as info:
         train(fault_config(train=dict(steps=8)), run)
     message = str(info.value)

@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx
@@ -19,12 +18,12 @@ from flax import nnx
 from hybrid_jax.convert.checkpoint import load_checkpoint_config, restore_state
 from hybrid_jax.data.sources import load_documents, split_held_out
 from hybrid_jax.data.tokenizers import load_tokenizer
-from hybrid_jax.train import loop as loop_lib
 from hybrid_jax.train.loop import NonFiniteLossError, train
 from hybrid_jax.train.metrics import read_metrics
 
 from .. import processes
 from ..conftest import with_devices
+from ..nan_loss import poison_loss_at
 from .conftest import CORPUS
 
 
@@ -107,19 +106,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(small_config, tmp_pat
 
 
 def test_nan_loss_stops_with_step_and_batch_named(small_config, tmp_path, monkeypatch):
-    real = loop_lib.make_train_step
-
-    def poisoned(*args, **kwargs):
-        step_fn = real(*args, **kwargs)
-
-        def step(state, batch):
-            state, metrics = step_fn(state, batch)
-            bad = jax.numpy.where(state.step == 7, jax.numpy.nan, 0.0)
-            return state, {**metrics, "loss": metrics["loss"] + bad}
-
-        return step
-
-    monkeypatch.setattr(loop_lib, "make_train_step", poisoned)
+    poison_loss_at(monkeypatch, 7)
     config = small_config(train=dict(steps=12, checkpoint_every=5, log_every=4))
     with pytest.raises(NonFiniteLossError, match=r"at step 7 .*batch #6.*checkpoint is step 5"):
         train(config, tmp_path)
