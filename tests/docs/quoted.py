@@ -43,7 +43,7 @@ import subprocess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
-MANIFEST = RESULTS / "MANIFEST.tsv"
+MANIFEST = RESULTS / "MANIFEST"
 MANIFEST_COLUMNS = ("file", "date", "device", "commit", "command", "quoted_for")
 
 MARKER = re.compile(r"<!--\s*q:(?P<spec>.*?)-->", re.S)
@@ -270,7 +270,7 @@ def git(*args: str) -> str | None:
 
 
 def read_manifest(path: pathlib.Path = MANIFEST) -> list[dict[str, str]]:
-    """MANIFEST.tsv's rows; its header must be MANIFEST_COLUMNS."""
+    """MANIFEST's rows; its header must be MANIFEST_COLUMNS."""
     with open(path, newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         rows = list(reader)

@@ -1,5 +1,5 @@
 """Every number quoted in README.md and docs/ matches its committed result file, every
-result file they name exists, and benchmarks/results/MANIFEST.tsv lists exactly the
+result file they name exists, and benchmarks/results/MANIFEST lists exactly the
 folder. The marker syntax is in tests/docs/quoted.py. Stdlib only; runs in about a
 second."""
 
@@ -153,7 +153,7 @@ def test_manifest_checker(tmp_path):
     assert problems == ["h100_nothing.json is in the manifest but not in the folder",
                         "h100_nothing.json: date '24 Nov' is not YYYY-MM-DD[..YYYY-MM-DD]",
                         "h100_nothing.json: commit 'HEAD' is not a hex hash"]
-    bad = tmp_path / "MANIFEST.tsv"
+    bad = tmp_path / "MANIFEST"
     bad.write_text("file\tdate\n")
     with pytest.raises(ValueError, match="header"):
         quoted.read_manifest(bad)
