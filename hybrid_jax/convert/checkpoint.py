@@ -44,6 +44,7 @@ from hybrid_jax.convert.key_map import Path, abstract_leaves
 from hybrid_jax.convert.outputs import OutputExistsError, check_output, publish, staging_dir
 from hybrid_jax.convert.safetensors_io import CheckpointError
 from hybrid_jax.models.config import ModelConfig
+from hybrid_jax.orbax_echoes import quiet_failed_io
 
 log = logging.getLogger("hybrid_jax.convert")
 
@@ -144,7 +145,8 @@ def save_checkpoint(
         ckptr = ocp.Checkpointer(
             ocp.PyTreeCheckpointHandler(save_concurrent_gb=1, multiprocessing_options=alone),
             multiprocessing_options=alone)
-        ckptr.save(tmp / PARAMS_DIR, args=ocp.args.PyTreeSave(tree))
+        with quiet_failed_io():
+            ckptr.save(tmp / PARAMS_DIR, args=ocp.args.PyTreeSave(tree))
         del tree
         meta = {"format": FORMAT, "model": cfg.to_dict(), "source": source or {},
                 "manifest": MANIFEST_NAME}
@@ -316,8 +318,9 @@ def restore_state(
         for p, v in flat)
     # At most 1 GB read ahead: the host holds the restored arrays and little more.
     ckptr = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(restore_concurrent_gb=1))
-    restored = ckptr.restore(directory / PARAMS_DIR, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
+    with quiet_failed_io():
+        restored = ckptr.restore(directory / PARAMS_DIR, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target)))
     return nnx.from_flat_state([(p, v.replace(_lookup(restored, p))) for p, v in flat])
 
 

@@ -51,6 +51,7 @@ from hybrid_jax.data.pipeline import ShardedBatches
 from hybrid_jax.digests import directory_manifest, manifest_problems, read_manifest, write_manifest
 from hybrid_jax.errors import DiskFullError, UserError, is_disk_full
 from hybrid_jax.models.config import ModelConfig
+from hybrid_jax.orbax_echoes import quiet_failed_io
 from hybrid_jax.train.state import TrainState
 
 log = logging.getLogger("hybrid_jax.train")
@@ -144,9 +145,10 @@ class Checkpointer:
         self._finish_pending()
         step = int(jax.device_get(state.step))
         try:
-            saved = self._manager.save(step, args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data=DataSave(iterator)))
+            with quiet_failed_io():
+                saved = self._manager.save(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    data=DataSave(iterator)))
         except Exception as e:
             raise self._save_error(step, e) from e
         if not saved:  # orbax saves only steps past its newest one
@@ -177,7 +179,8 @@ class Checkpointer:
             return
         step, self._pending = self._pending, None
         try:
-            self._manager.wait_until_finished()  # re-raises a background failure
+            with quiet_failed_io():
+                self._manager.wait_until_finished()  # re-raises a background failure
         except Exception as e:
             raise self._save_error(step, e) from e
         path = self.step_dir(step)
@@ -242,9 +245,10 @@ class Checkpointer:
             verified = False
             try:
                 verified = self._verify(step)
-                restored = self._manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=DataRestore(iterator)))
+                with quiet_failed_io():
+                    restored = self._manager.restore(step, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=DataRestore(iterator)))
             except Exception as e:
                 if verified:  # intact files that do not fit this run: not corruption
                     raise CheckpointRestoreError(
