@@ -43,6 +43,7 @@ from hybrid_jax.convert import manifest as digests
 from hybrid_jax.convert.key_map import Path, abstract_leaves
 from hybrid_jax.convert.outputs import OutputExistsError, check_output, publish, staging_dir
 from hybrid_jax.convert.safetensors_io import CheckpointError
+from hybrid_jax.json_files import read_tagged
 from hybrid_jax.models.config import ModelConfig
 from hybrid_jax.orbax_echoes import quiet_failed_io
 
@@ -226,13 +227,7 @@ def load_checkpoint_meta(directory: str | os.PathLike) -> dict[str, Any]:
     if not file.is_file() or not (directory / PARAMS_DIR).is_dir():
         raise CheckpointNotFoundError(
             f"{directory}: not a hybrid_jax checkpoint (needs {CONFIG_NAME} and {PARAMS_DIR}/)")
-    try:
-        meta = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{file}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        got = meta.get("format") if isinstance(meta, dict) else None
-        raise CheckpointError(f"{file}: format {got!r}, expected {FORMAT!r}")
+    meta = read_tagged(file, FORMAT, CheckpointError, "checkpoint's config")
     listed = _manifest(directory, meta)
     if listed is not None:
         _check(directory, lambda: digests.check_files(directory, listed, [CONFIG_NAME]))

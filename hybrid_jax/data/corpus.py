@@ -33,6 +33,7 @@ from typing import Any, TextIO
 
 from hybrid_jax.data.stdlib_corpus import Document
 from hybrid_jax.errors import UserError
+from hybrid_jax.json_files import read_tagged
 
 CORPUS_FORMAT = "hybrid_jax.corpus/1"
 MANIFEST = "manifest.json"
@@ -163,15 +164,8 @@ def build_corpus(
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a complete corpus directory (CorpusError if there is none)."""
-    path = pathlib.Path(directory) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise CorpusError(f"{path}: not a corpus manifest ({e})") from None
-    if manifest.get("format") != CORPUS_FORMAT:
-        raise CorpusError(f"{path}: format {manifest.get('format')!r}, expected "
-                          f"{CORPUS_FORMAT}")
-    return manifest
+    return read_tagged(pathlib.Path(directory) / MANIFEST, CORPUS_FORMAT, CorpusError,
+                       "corpus manifest")
 
 
 def iter_corpus(directory: str | os.PathLike, split: str = "train") -> Iterator[Document]:

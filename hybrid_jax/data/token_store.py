@@ -34,6 +34,7 @@ from hybrid_jax.data.packages_corpus import usable_cpus
 from hybrid_jax.data.tokenizers import load_tokenizer, tokenizer_digest
 from hybrid_jax.digests import file_sha256
 from hybrid_jax.errors import UserError
+from hybrid_jax.json_files import read_tagged
 
 STORE_FORMAT = "hybrid_jax.token_store/1"
 TOKENS, DOCUMENTS, MANIFEST = "tokens.bin", "documents.npy", "manifest.json"
@@ -172,13 +173,7 @@ class TokenStore:
         """
         directory = pathlib.Path(directory)
         path = directory / MANIFEST
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise TokenStoreError(f"{path}: no token store manifest ({e})") from None
-        if manifest.get("format") != STORE_FORMAT:
-            raise TokenStoreError(f"{path}: format {manifest.get('format')!r}, expected "
-                                  f"{STORE_FORMAT}")
+        manifest = read_tagged(path, STORE_FORMAT, TokenStoreError, "token store manifest")
         if _store_digest(manifest) != manifest.get("digest"):
             raise TokenStoreError(f"{path}: the manifest's fields do not match its digest "
                                   "(edited?)")

@@ -42,6 +42,7 @@ from hybrid_jax.data.sources import Document
 from hybrid_jax.data.tokenizers import Tokenizer, tokenizer_sha256
 from hybrid_jax.digests import document_digest
 from hybrid_jax.errors import UserError
+from hybrid_jax.json_files import read_tagged
 
 PACK_FORMAT = "hybrid_jax.eval_pack/1"
 
@@ -114,12 +115,7 @@ class EvalPack:
         meta_file = directory / "pack.json"
         if not meta_file.is_file():
             raise PackError(f"{directory} is not an eval pack (no pack.json)")
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, ValueError) as e:
-            raise PackError(f"{meta_file}: unreadable ({e})") from e
-        if meta.get("format") != PACK_FORMAT:
-            raise PackError(f"{meta_file}: format {meta.get('format')!r}, expected {PACK_FORMAT}")
+        meta = read_tagged(meta_file, PACK_FORMAT, PackError, "pack's metadata")
         try:
             arrays = np.load(directory / "pack.npz")
             docs = []

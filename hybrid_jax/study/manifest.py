@@ -33,6 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from hybrid_jax.errors import UserError
+from hybrid_jax.json_files import read_tagged
 
 if TYPE_CHECKING:
     import ml_collections
@@ -153,13 +154,9 @@ def read_record(path: pathlib.Path, stage: str, *, needed_by: str | None = None
         hint = f": run --stage={stage} first" if needed_by else ""
         raise StudyError(f"{path}: no {stage} record{hint}"
                          + (f" ({needed_by} needs it)" if needed_by else ""))
-    try:
-        record = json.loads(path.read_text())
-    except ValueError as e:
-        raise StudyError(f"{path}: not a readable {stage} record ({e})") from None
-    if record.get("format") != RECORD_FORMAT or record.get("stage") != stage:
-        raise StudyError(f"{path}: not a {stage} record (format {record.get('format')!r}, "
-                         f"stage {record.get('stage')!r})")
+    record = read_tagged(path, RECORD_FORMAT, StudyError, f"{stage} record")
+    if record.get("stage") != stage:
+        raise StudyError(f"{path}: not a {stage} record (stage {record.get('stage')!r})")
     return record
 
 

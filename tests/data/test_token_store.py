@@ -59,7 +59,7 @@ def test_store_refuses_corruption_and_another_tokenizer(tmp_path):
     train_sentencepiece([" ".join(words)], 300).save(sp)
     with pytest.raises(TokenStoreError, match="was tokenised with bytes"):
         TokenStore.open(tmp_path / "t").check_tokenizer(f"sentencepiece:{sp}")
-    with pytest.raises(TokenStoreError, match="no token store manifest"):
+    with pytest.raises(TokenStoreError, match="not a token store manifest"):
         TokenStore.open(tmp_path / "missing")
 
 
