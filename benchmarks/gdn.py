@@ -5,6 +5,8 @@ Same run, same GPU, same shapes (bf16, H heads, Dk = `--head_dim`, Dv = `--value
 by default the same):
     xla        hybrid_jax chunked UT/WY form under jit (the reference tier)
     pallas     hybrid_jax Pallas Triton kernels (`pallas_gpu.py`), through the dispatcher
+    pallas_fused  the same kernels with `fused_fwd=1`: the forward is an A-only kernel
+               and one state pass forming W, U, P on chip (fwd+bwd: the backward as pallas)
     fla        flash-linear-attention `chunk_gated_delta_rule` (torch/Triton), if importable,
                called with FLA_FLASH_QLA=0 so the Triton path is what is timed (its
                backward's dqkwg kernel on TileLang where tilelang is importable, as
@@ -32,6 +34,7 @@ peer is known to compute the same function. `--sweep` times Pallas kernel varian
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -47,11 +50,10 @@ from fla_peer import (  # noqa: E402  (benchmarks/ is on sys.path)
     flashqla_refusal,
     versions,
 )
-from gdn_check import cross_check, gdn_inputs, parse_shapes  # noqa: E402
+from gdn_check import OURS, cross_check, gdn_inputs, our_impl, parse_shapes  # noqa: E402
 from timing import time_jax, time_torch  # noqa: E402
 
 from hybrid_jax.kernels.gdn import (  # noqa: E402
-    gated_delta_rule,
     gated_delta_rule_pallas_gpu,
 )
 from hybrid_jax.kernels.gdn import pallas_common as pc  # noqa: E402
@@ -72,7 +74,7 @@ def bench_fn(fn, b, t, h, d, dv):
 
 
 def bench_ours(impl, b, t, h, d, dv):
-    return bench_fn(lambda *a: gated_delta_rule(*a, impl=impl), b, t, h, d, dv)
+    return bench_fn(our_impl(impl, interpret=INTERPRET), b, t, h, d, dv)
 
 
 def parse_variant(variant: str) -> dict[str, int]:
@@ -139,6 +141,9 @@ def _breakdown_variant(kw, cfg, q, k, v, g, beta) -> dict:
         "wy(save)": (jax.jit(lambda p: wy(p, True)), (p,)),
         "state_fwd": (jax.jit(lambda *x: state(*x, False)), (p, w, u, pp)),
         "state_fwd(save)": (jax.jit(lambda *x: state(*x, True)), (p, w, u, pp)),
+        "fused_forward": (jax.jit(lambda p: be.fused_forward(
+            dataclasses.replace(cfg, fused_fwd=1), p.q, p.k, p.v, p.beta, p.gamma, p.rel,
+            p.h0)), (p,)),
         "state_bwd": (jax.jit(bwd), (p, w, pp, do)),
         "grads": (jax.jit(grads), (p, a, v_new, states, dstates, do, dvn)),
     }
@@ -261,7 +266,8 @@ def main() -> None:
     dv = args.value_dim or d
     results = []
     impls = args.impls.split(",")
-    check_rows = [cross_check(shape, d, dv, impls) for shape in parse_shapes(args.check)]
+    check_rows = [cross_check(shape, d, dv, impls, INTERPRET)
+                  for shape in parse_shapes(args.check)]
     b4 = max(1, args.tokens // 4096)
     breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d, dv) if args.breakdown else []
     fla_stages = (fla_breakdown(b4, 4096, h, d, dv)
@@ -274,7 +280,7 @@ def main() -> None:
         row = {"b": b, "t": t, "h": h, "d": d, "dv": dv, "device": str(jax.devices()[0])}
         for impl in args.impls.split(","):
             try:
-                if impl in ("xla", "pallas"):
+                if impl in OURS:
                     row[impl] = bench_ours(impl, b, t, h, d, dv)
                 elif impl in ("fla", "flashqla"):
                     row[impl] = bench_fla(b, t, h, d, dv, flash_qla=impl == "flashqla")
@@ -328,16 +334,20 @@ def print_peers(results) -> None:
     def cell(x, fmt="{:9.3f}"):
         return fmt.format(x) if x is not None else f"{'-':>9}"
 
-    print("\nms (bf16)                    fwd: pallas  fla Triton  FlashQLA | fwd+bwd: pallas"
-          "  FlashQLA | pallas speed / FlashQLA's: fwd  fwd+bwd")
+    print("\nms (bf16)                    fwd: pallas  fused  fla Triton  FlashQLA | fwd+bwd: "
+          "pallas  FlashQLA | speed / FlashQLA's: fwd  fused fwd  fwd+bwd | fused fwd "
+          "speed / fla Triton's")
     for row in results:
         p_f, p_b = _ms(row, "pallas", "fwd"), _ms(row, "pallas", "fwd+bwd")
+        f_f = _ms(row, "pallas_fused", "fwd")
         q_f, q_b = _ms(row, "flashqla", "fwd"), _ms(row, "flashqla", "fwd+bwd")
+        t_f = _ms(row, "fla", "fwd")
         ratio = lambda a, b: a / b if a is not None and b is not None else None  # noqa: E731
         print(f"B={row['b']:<2} T={row['t']:<6} H={row['h']} K={row['d']} V={row['dv']}  "
-              f"{cell(p_f)} {cell(_ms(row, 'fla', 'fwd'), '{:11.3f}')} {cell(q_f)} |"
+              f"{cell(p_f)} {cell(f_f, '{:6.3f}')} {cell(t_f, '{:11.3f}')} {cell(q_f)} |"
               f"         {cell(p_b)} {cell(q_b)} |"
-              f"{cell(ratio(q_f, p_f), '{:29.2f}x')} {cell(ratio(q_b, p_b), '{:7.2f}x')}")
+              f"{cell(ratio(q_f, p_f), '{:23.2f}x')} {cell(ratio(q_f, f_f), '{:9.2f}x')} "
+              f"{cell(ratio(q_b, p_b), '{:7.2f}x')} | {cell(ratio(t_f, f_f), '{:9.2f}x')}")
         if isinstance(row.get("flashqla"), str):
             print(f"  flashqla: {row['flashqla']}")
 

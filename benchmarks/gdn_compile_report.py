@@ -8,6 +8,8 @@ Two steps, because jax and a standalone Triton usually live in different environ
     #    kernel's Triton IR plus its launch parameters
     python benchmarks/gdn_compile_report.py dump /tmp/gdn_ttir --dtype=bfloat16 \
         --head_dims=128,128 --tuning='{"block_v": 64}'
+    #    (--forward: the forward outside differentiation, e.g. with
+    #    --tuning='{"fused_fwd": 1}' the fused forward's two kernels)
     # 2. with `pip install triton` (3.6 was used): compile each kernel for sm_90a with its
     #    launch parameters and run ptxas -v on the PTX
     python benchmarks/gdn_compile_report.py compile /tmp/gdn_ttir
@@ -56,8 +58,8 @@ def dump(out: pathlib.Path, args: argparse.Namespace) -> None:
     def loss(*a):
         return jnp.sum(gated_delta_rule_pallas_gpu(*a, **tuning)[0].astype(jnp.float32))
 
-    jax.jit(jax.grad(loss, tuple(range(5)))).trace(*avals).lower(
-        lowering_platforms=("cuda",))
+    program = jax.jit(loss) if args.forward else jax.jit(jax.grad(loss, tuple(range(5))))
+    program.trace(*avals).lower(lowering_platforms=("cuda",))
     out.mkdir(parents=True, exist_ok=True)
     seen: set[str] = set()
     for i, kernel in enumerate(captured):
@@ -81,6 +83,9 @@ def main() -> None:
     parser.add_argument("--head_dims", default="128,128", help="K,V")
     parser.add_argument("--tuning", default="{}",
                         help="JSON keyword arguments of gated_delta_rule_pallas_gpu")
+    parser.add_argument("--forward", action="store_true",
+                        help="lower the forward alone, outside differentiation (what "
+                             "scoring runs; with fused_fwd=1, the fused forward's kernels)")
     args = parser.parse_args()
     if args.step == "dump":
         dump(args.dir, args)

@@ -29,7 +29,8 @@
 #                float32 recurrence (B1 T4096 H4: at B=1 FlashQLA may split the sequence
 #                over SMs, its intra-card CP; and B2 T1024 H4); then the release heads
 #                (H30 K96 V192) at B1 T8192, ours vs fla Triton (FlashQLA takes K = V =
-#                128 only)
+#                128 only); `pallas_fused` (fused_fwd=1) beside pallas everywhere, with
+#                the per-kernel breakdown and, at the release heads, a fused sweep
 #   gpu_tests_head_dims  the compiled attention kernels at the ladder's padded head dims
 #                (48 / 80 / 96: Triton fwd+bwd, Mosaic fwd), the 60M train step's lowering
 #                (flash kernels, no [T, T] array) and GDN at the 60M heads (K 36, V 72)
@@ -107,11 +108,14 @@ for stage in "$@"; do
           --loss_chunk=$chunk --out="$out/train_loss_chunk_$chunk.json"
       done ;;
     gdn_qla)
-      "$py" "$here/gdn.py" --impls=pallas,fla,flashqla --heads=32 --head_dim=128 \
-        --tokens=16384 --seq_lens=4096,8192 --check='1,4096,4;2,1024,4' \
+      "$py" "$here/gdn.py" --impls=pallas,pallas_fused,fla,flashqla --heads=32 \
+        --head_dim=128 --tokens=16384 --seq_lens=4096,8192 --check='1,4096,4;2,1024,4' \
+        --breakdown=' ' --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=32' \
         --out="$out/gdn_qla.json"
-      "$py" "$here/gdn.py" --impls=pallas,fla --heads=30 --head_dim=96 --value_dim=192 \
-        --tokens=8192 --seq_lens=8192 --check='1,2048,4' --out="$out/gdn_qla_release.json" ;;
+      "$py" "$here/gdn.py" --impls=pallas,pallas_fused,fla --heads=30 --head_dim=96 \
+        --value_dim=192 --tokens=8192 --seq_lens=8192 --check='1,2048,4' \
+        --sweep_seq_len=8192 --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=64;fused_fwd=1,num_warps_fused=8' \
+        --out="$out/gdn_qla_release.json" ;;
     train_small)
       "$py" "$here/train_throughput.py" --sizes=60m --seq_len=1024 --batch=64 \
         --timeout_s=240 --out="$out/train_60m_t1024_b64.json"

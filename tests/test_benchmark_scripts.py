@@ -57,3 +57,24 @@ def test_op_profile_groups_kernels(monkeypatch):
     assert abs(sum(prof["categories"].values()) - prof["total_ms"]) < 1e-9
     assert abs(sum(k["ms"] for k in prof["kernels"]) - prof["total_ms"]) < 1e-6
     assert 0 < prof["total_ms"] < wall_ms
+
+
+def test_gdn_benchmark_times_and_checks_the_fused_forward(tmp_path):
+    """benchmarks/gdn.py in the Pallas interpreter at a tiny shape: pallas_fused (the
+    fused forward) is timed beside pallas and cross-checked against the float32
+    recurrence (so the GPU run's peer table compares the same function); fla, absent
+    here, is reported, not dropped."""
+    out = tmp_path / "gdn.json"
+    run = processes.run([sys.executable, processes.ROOT / "benchmarks" / "gdn.py",
+                         "--interpret", "--impls=pallas,pallas_fused,fla", "--seq_lens=32",
+                         "--tokens=32", "--heads=1", "--head_dim=16", "--check=1,48,2",
+                         f"--out={out}"], timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    check = report["cross_check"][0]
+    for impl in ("pallas", "pallas_fused"):
+        assert isinstance(check[impl], dict), check[impl]
+        assert max(check[impl]["o"]["rel"], check[impl]["state"]["rel"]) < 3e-2, check[impl]
+    assert isinstance(check["fla"], str) and check["fla"].startswith("unavailable")
+    row = report["results"][0]
+    assert all(row[impl]["fwd"] > 0 for impl in ("pallas", "pallas_fused"))

@@ -217,6 +217,56 @@ def test_interpret_ladder_head_dims(kind, dk, dv):
     _check(_kernel(kind, 16), inputs, h0, _packed(1, 40, dk), jnp.float32)
 
 
+@pytest.mark.parametrize("dtype,t,chunk,dk,dv,extra", [
+    # T not a multiple of the chunk, docs, padded K and V, two 16-wide fused V-blocks
+    (jnp.float32, 45, 16, 8, 24, {"block_v_fused": 16, "pad_v": 16}),
+    # the two-level inverse (chunk 32), all of V in one fused block, 8 warps asked
+    (jnp.float32, 64, 32, 16, 32, {"block_v_fused": 32, "num_warps_fused": 8}),
+    # the inverse on 16-row sub-blocks
+    (jnp.float32, 48, 32, 16, 16, {"wy_block": 16}),
+    (jnp.bfloat16, 40, 16, 24, 48, {"pad_v": 16}),
+])
+def test_interpret_fused_forward(dtype, t, chunk, dk, dv, extra, monkeypatch):
+    """fused_fwd=1: the forward (A kernel + fused state pass) is the recurrence's and the
+    two-kernel forward's; under differentiation the gradients are unchanged."""
+    from hybrid_jax.kernels.gdn import pallas_gpu
+
+    calls = []
+    for name in ("wy", "state_fwd", "fused_forward"):
+        method = getattr(pallas_gpu._Triton, name)
+        monkeypatch.setattr(pallas_gpu._Triton, name,
+                            lambda self, *a, _m=method, _n=name, **kw:
+                            calls.append(_n) or _m(self, *a, **kw))
+    inputs, h0 = make_inputs(t + dv, b=2, t=t, n=2, dk=dk, dv=dv, dtype=dtype)
+    seg = _packed(2, t, dk)
+    fused = _kernel("gpu", chunk, fused_fwd=1, **extra)
+    o1, s1 = fused(*inputs, initial_state=h0, segment_ids=seg)
+    assert calls == ["fused_forward"]  # W, U, P never written
+    # (the gradients, through the unchanged two-kernel forward: once is enough)
+    _check(fused, inputs, h0, seg, dtype, grads=extra.get("block_v_fused") == 16)
+    two = {key: val for key, val in extra.items() if key not in ("block_v_fused",
+                                                                  "num_warps_fused")}
+    calls.clear()
+    o2, s2 = _kernel("gpu", chunk, **two)(*inputs, initial_state=h0, segment_ids=seg)
+    assert calls == ["wy", "state_fwd"]
+    tight = 1e-5 if dtype == jnp.float32 else 1e-2
+    assert _rel(o1, o2) < tight and _rel(s1, s2) < tight, (_rel(o1, o2), _rel(s1, s2))
+
+
+def test_fused_forward_is_checked():
+    (q, k, v, g, beta), _ = make_inputs(1, b=1, t=20, n=1, dk=8, dv=32)
+    with pytest.raises(ValueError, match="fused_fwd must be 0 or 1, got 2"):
+        gated_delta_rule_pallas_gpu(q, k, v, g, beta, fused_fwd=2, interpret=True)
+    with pytest.raises(ValueError, match="block_v_fused must be a power of two"):
+        gated_delta_rule_pallas_gpu(q, k, v, g, beta, fused_fwd=1, block_v_fused=24,
+                                    interpret=True)
+    from hybrid_jax.kernels.gdn import pallas_tpu
+    cfg = pc.make_config(q, v, scale=None, chunk=16, interpret=True,
+                         inv_precision=jax.lax.Precision.HIGHEST, block_v=0, fused_fwd=1)
+    with pytest.raises(ValueError, match="the Mosaic GDN kernels have no fused forward"):
+        pc.make_core(pallas_tpu._BACKEND, cfg)
+
+
 def test_padded_dim():
     assert [pc.padded_dim(x) for x in (8, 48, 96, 192)] == [16, 64, 128, 256]
     assert [pc.padded_dim(x, 64) for x in (8, 48, 96, 192, 200)] == [16, 64, 128, 192, 256]

@@ -93,6 +93,9 @@ class KernelConfig:
     block_v_wy: int = 0  # GPU: V-block in which the wy kernel forms U (0: all of V)
     pad_v: int = 0  # pad V to a multiple of this (0: to the next power of two, see padded_dim)
     wy_block: int = 0  # GPU: form A on sub-blocks of this many rows (`blocked_inverse`; 0: no)
+    fused_fwd: int = 0  # GPU, outside differentiation: A kernel + one fused state pass (1)
+    block_v_fused: int = 0  # GPU: V-block of the fused state pass (0: block_v)
+    num_warps_fused: int = 0  # GPU: its warps (0: num_warps_state)
 
 
 def dot(a: jax.Array, b: jax.Array, *, ta: bool = False, tb: bool = False,
@@ -174,6 +177,12 @@ def _kkt_and_inverse(k: jax.Array, beta: jax.Array, dec: Decays, cfg: KernelConf
     strict = _strict(k.shape[0])
     m = jnp.where(strict, beta[:, None] * kk * dec.gam, 0.0)
     return kk, strict, unit_lower_inverse(m, cfg.inv_precision)
+
+
+def chunk_inverse(k: jax.Array, beta: jax.Array, dec: Decays, cfg: KernelConfig
+                  ) -> jax.Array:
+    """A = (I + M)^-1 [C, C] of one chunk, fp32 (the fused forward stores it)."""
+    return _kkt_and_inverse(k, beta, dec, cfg)[2]
 
 
 def chunk_scores(q: jax.Array, k: jax.Array, dec: Decays, cfg: KernelConfig) -> jax.Array:
@@ -273,6 +282,35 @@ def state_forward(q, k, w, u, p, dec: Decays, s: jax.Array, cfg: KernelConfig):
     ke = k.astype(F32) * dec.e_out[:, None]
     s = dec.c * s + dot(ke, v_new, ta=True, dtype=mm, precision=prec)
     return o, s, v_new
+
+
+def fused_state_forward(q, k, v, a, beta, dec: Decays, s: jax.Array, cfg: KernelConfig,
+                        p: jax.Array | None = None):
+    """One chunk of the fused forward on a V-block v [C, BV], from the chunk's stored A;
+    (O [C, BV], next state). W and U are never formed:
+
+        V' = U - W S = A (beta V) - A (beta d K) S = A (beta (V - d (K S)))
+
+    (beta and d scale rows), so the chunk costs K S and one A product on [C, BV] instead
+    of W = A (beta d K) on [C, K]. `p`: the chunk's P = scale (Q K^T) Gam as stored by
+    the A kernel (None: formed here, with its [C, C] decay mask).
+
+    Spill stores per thread, offline sm_90a (benchmarks/gdn_compile_report.py --forward;
+    benchmarks/results/offline_gdn_fused_compile.txt), bf16, K = V = 128, BV 64, 4 warps:
+    with P read, 140 B (BV 32: 0 B; the two-kernel state pass: 120 B). Two earlier
+    forms, measured the same way during development: W and U formed on chip, 1364 B;
+    this form with P formed here, 604 B."""
+    mm, prec = cfg.mm_dtype, cfg.mm_precision
+    ks = dot(k, s, dtype=mm, precision=prec)
+    x = beta[:, None] * (v.astype(F32) - dec.d_in[:, None] * ks)
+    v_new = dot(a, x, dtype=mm, precision=prec)
+    qd = q.astype(F32) * (cfg.scale * dec.d_in)[:, None]
+    o = dot(qd, s, dtype=mm, precision=prec)
+    p = chunk_scores(q, k, dec, cfg) if p is None else p
+    o = o + dot(p, v_new, dtype=mm, precision=prec)
+    ke = k.astype(F32) * dec.e_out[:, None]
+    s = dec.c * s + dot(ke, v_new, ta=True, dtype=mm, precision=prec)
+    return o, s
 
 
 def state_backward(q, k, w, p, dec: Decays, do: jax.Array, ds: jax.Array,
@@ -489,14 +527,26 @@ class Backend(Protocol):
     def state_bwd(self, cfg: KernelConfig, q, k, w, p, gamma, rel, do, dht): ...
     def grads(self, cfg: KernelConfig, q, k, v, beta, gamma, rel, a, v_new, states,
               dstates, do, dvn): ...
+    # Optional (GPU): (O, final state) without W, U, P in memory, for cfg.fused_fwd.
+    # def fused_forward(self, cfg, q, k, v, beta, gamma, rel, h0): ...
 
 
 @functools.cache
 def make_core(backend: Backend, cfg: KernelConfig):
-    """(q, k, v, beta, gamma, rel, h0) -> (o, final state) with a kernel backward."""
+    """(q, k, v, beta, gamma, rel, h0) -> (o, final state) with a kernel backward.
+
+    With `cfg.fused_fwd` the forward outside differentiation is the backend's
+    `fused_forward`; under differentiation it is always the two kernels that write the
+    backward's residuals.
+    """
+    if cfg.fused_fwd and not hasattr(backend, "fused_forward"):
+        raise ValueError(f"fused_fwd: the {type(backend).__name__.strip('_')} GDN kernels "
+                         "have no fused forward (GPU only)")
 
     @jax.custom_vjp
     def core(q, k, v, beta, gamma, rel, h0):
+        if cfg.fused_fwd:
+            return backend.fused_forward(cfg, q, k, v, beta, gamma, rel, h0)
         w, u, p, _ = backend.wy(cfg, q, k, v, beta, gamma, rel, save=False)
         o, ht, _, _ = backend.state_fwd(cfg, q, k, w, u, p, gamma, rel, h0, save=False)
         return o, ht

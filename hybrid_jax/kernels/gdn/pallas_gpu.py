@@ -137,14 +137,8 @@ class _Triton:
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
             a = None
             if cfg.wy_block:  # A on sub-blocks of wy_block rows, loaded piece by piece
-                sb = cfg.wy_block
-
-                def sub(i):
-                    r = pl.ds(pl.multiple_of(ci * c + i * sb, sb), sb)
-                    return (k_ref[bi, r, h, :], beta_ref[bi, r, h], gamma_ref[bi, r, h],
-                            rel_ref[bi, r])
-
-                a = pc.blocked_inverse(sub, c // sb, cfg)
+                a = self._blocked_inverse(cfg, k_ref, beta_ref, gamma_ref, rel_ref, ci, h,
+                                          bi)
             w, p, a = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], beta, dec,
                                     cfg, a=a)
             w_ref[bi, rows, h, :] = w.astype(w_ref.dtype)
@@ -202,6 +196,74 @@ class _Triton:
                           q, k, w, u, p, gamma, rel, h0, num_warps=cfg.num_warps_state,
                           num_stages=cfg.num_stages_state)
         return (outs[0], outs[1], *(outs[2:] if save else (None, None)))
+
+    def fused_forward(self, cfg, q, k, v, beta, gamma, rel, h0):
+        """(O, final state) outside differentiation: a kernel parallel over chunks
+        reads q, k and writes A and P ([b, t, n, C] each); one state pass reads q, k, v,
+        A, P and forms V' = A (beta (V - d (K S))) on chip (`pc.fused_state_forward`).
+        Against `wy` + `state_fwd`: V is read once instead of twice, and W [.., K] and
+        U [.., V] are neither written nor read (at B4 T4096 H32 K=V=128 bf16, 0.4 GB
+        less traffic), for the same loads per chunk in the state pass (A [C, C] for
+        W [C, K]). Not yet timed on a GPU (benchmarks/gdn.py --impls=pallas_fused)."""
+        b, t, n, dk = q.shape
+        dv, c = v.shape[-1], cfg.chunk
+        bv = min(cfg.block_v_fused or cfg.block_v, dv)
+        num_chunks = t // c
+
+        def gdn_inverse_kernel(q_ref, k_ref, beta_ref, gamma_ref, rel_ref, a_ref, p_ref):
+            ci, h, bi = _ids()
+            rows = _rows(ci, c)
+            beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
+            if cfg.wy_block:
+                a = self._blocked_inverse(cfg, k_ref, beta_ref, gamma_ref, rel_ref, ci,
+                                          h, bi)
+            else:
+                a = pc.chunk_inverse(k_ref[bi, rows, h, :], beta, dec, cfg)
+            a_ref[bi, rows, h, :] = a.astype(a_ref.dtype)
+            p_ref[bi, rows, h, :] = pc.chunk_scores(q_ref[bi, rows, h, :],
+                                                    k_ref[bi, rows, h, :], dec,
+                                                    cfg).astype(p_ref.dtype)
+
+        a, p = self._call(gdn_inverse_kernel, cfg, (num_chunks, n, b),
+                          [jax.ShapeDtypeStruct((b, t, n, c), cfg.mm_dtype)] * 2,
+                          q, k, beta, gamma, rel, num_warps=cfg.num_warps)
+
+        def gdn_fused_fwd_kernel(q_ref, k_ref, v_ref, a_ref, p_ref, beta_ref, gamma_ref,
+                                 rel_ref, h0_ref, o_ref, ht_ref):
+            j, h, bi = _ids()
+            cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
+
+            def body(ci, s):
+                rows = _rows(ci, c)
+                beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
+                o, s = pc.fused_state_forward(
+                    q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], v_ref[bi, rows, h, cols],
+                    a_ref[bi, rows, h, :], beta, dec, s, cfg, p=p_ref[bi, rows, h, :])
+                o_ref[bi, rows, h, cols] = o.astype(o_ref.dtype)
+                return s
+
+            ht_ref[bi, h, :, cols] = lax.fori_loop(0, num_chunks, body,
+                                                   h0_ref[bi, h, :, cols])
+
+        shapes = [jax.ShapeDtypeStruct((b, t, n, dv), q.dtype),
+                  jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
+        o, ht = self._call(gdn_fused_fwd_kernel, cfg, (dv // bv, n, b), shapes,
+                           q, k, v, a, p, beta, gamma, rel, h0,
+                           num_warps=cfg.num_warps_fused or cfg.num_warps_state,
+                           num_stages=cfg.num_stages_state)
+        return o, ht
+
+    @staticmethod
+    def _blocked_inverse(cfg, k_ref, beta_ref, gamma_ref, rel_ref, ci, h, bi):
+        """A of chunk ci on sub-blocks of cfg.wy_block rows, loaded piece by piece."""
+        sb = cfg.wy_block
+
+        def sub(i):
+            r = pl.ds(pl.multiple_of(ci * cfg.chunk + i * sb, sb), sb)
+            return (k_ref[bi, r, h, :], beta_ref[bi, r, h], gamma_ref[bi, r, h],
+                    rel_ref[bi, r])
+
+        return pc.blocked_inverse(sub, cfg.chunk // sb, cfg)
 
     # --------------------------------------------------------------- backward
     def state_bwd(self, cfg, q, k, w, p, gamma, rel, do, dht):
@@ -357,7 +419,8 @@ def default_block_v_state_bwd(dv: int, pad_v: int, batch_heads: int, sms: int) -
       H=30 K=96 V=192  B=1 T=8192  (32, 4) 2.798  (64, 4) 2.568  (64, 8) 2.507
     """
     dvp = pc.padded_dim(dv, pad_v)
-    widths = [w for w in (32, 64, 128) if w <= dvp and dvp % w == 0] or [dvp]
+    widths = ([w for w in (32, 64, 128) if w <= dvp and dvp % w == 0]
+              or [w for w in (16,) if dvp % w == 0] or [dvp])  # (16: e.g. V 48, pad_v 16)
     for w in widths:
         if batch_heads * (dvp // w) <= sms:
             return w
@@ -415,10 +478,13 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
             v.shape[-1], pad_v, q.shape[0] * q.shape[2], num_sms()))
         tuning.setdefault("num_warps_state_bwd", 8 if bv_bwd >= 128 else 4)
     tuning.setdefault("block_v_wy", widest)
+    if tuning.get("fused_fwd", 0) not in (0, 1):
+        raise ValueError(f"fused_fwd must be 0 or 1, got {tuning['fused_fwd']}")
     widths = [("block_v", block_v), ("block_v_grads", tuning["block_v_grads"]),
               ("block_v_wy", tuning["block_v_wy"])]
-    if tuning.get("block_v_state_bwd"):
-        widths.append(("block_v_state_bwd", tuning["block_v_state_bwd"]))
+    for name in ("block_v_state_bwd", "block_v_fused"):
+        if tuning.get(name):
+            widths.append((name, tuning[name]))
     for name, width in widths:
         if width < 16 or width & (width - 1):
             raise ValueError(f"{name} must be a power of two >= 16, got {width}")
@@ -465,7 +531,10 @@ def gated_delta_rule_pallas_gpu(
     many rows, e.g. 16, instead of whole chunks: `pallas_common.blocked_inverse`), num_warps,
     num_warps_state (default `default_num_warps_state`), num_warps_grads, num_stages_state,
     num_stages_grads, block_v_state_bwd and num_warps_state_bwd (the reverse state pass
-    apart from the forward's; 0: as the forward).
+    apart from the forward's; 0: as the forward), fused_fwd (1: outside
+    differentiation, the forward is an A-only kernel plus one state pass that forms W,
+    U, P on chip, `_Triton.fused_forward`; under differentiation nothing changes) with
+    block_v_fused and num_warps_fused (its state pass; 0: as the state pass).
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
