@@ -104,9 +104,10 @@ def sweep(spec: str, b, t, h, d, dv) -> list[dict]:
 def breakdown(spec: str, b, t, h, d, dv) -> list[dict]:
     """Time each Pallas kernel alone (ms) at one shape, per variant of `spec` (as --sweep):
     the forward's wy and state passes (plain, and saving the backward's residuals), the
-    reverse state pass and the gradient kernels. Tells which kernel to go after. Each
-    part is its own jitted call (timed as in timing.py); `prepare` includes copies of
-    q, k, v that the fused program does not make."""
+    fused forward (both kernels; plain and saving), the reverse state pass (reading W,
+    and reading A as after the fused forward) and the gradient kernels. Tells which
+    kernel to go after. Each part is its own jitted call (timed as in timing.py);
+    `prepare` includes copies of q, k, v that the fused program does not make."""
     q, k, v, g, beta = gdn_inputs(b, t, h, d, dv)
     rows = []
     for variant in spec.split(";"):
@@ -132,6 +133,9 @@ def _breakdown_variant(kw, cfg, q, k, v, g, beta) -> dict:
     do, dht = jnp.ones_like(p.v), jnp.zeros_like(p.h0)
     bwd = lambda p, w, pp, do: be.state_bwd(cfg, p.q, p.k, w, pp, p.gamma, p.rel, do, dht)
     dstates, dvn, _ = jax.jit(bwd)(p, w, pp, do)
+    fused_cfg = dataclasses.replace(cfg, fused_fwd=1)
+    fused = lambda p, save: be.fused_forward(fused_cfg, p.q, p.k, p.v, p.beta, p.gamma,
+                                             p.rel, p.h0, save=save)
     grads = lambda p, a, vn, st, dst, do, dvn: be.grads(
         cfg, p.q, p.k, p.v, p.beta, p.gamma, p.rel, a, vn, st, dst, do, dvn)
     parts = {
@@ -141,10 +145,12 @@ def _breakdown_variant(kw, cfg, q, k, v, g, beta) -> dict:
         "wy(save)": (jax.jit(lambda p: wy(p, True)), (p,)),
         "state_fwd": (jax.jit(lambda *x: state(*x, False)), (p, w, u, pp)),
         "state_fwd(save)": (jax.jit(lambda *x: state(*x, True)), (p, w, u, pp)),
-        "fused_forward": (jax.jit(lambda p: be.fused_forward(
-            dataclasses.replace(cfg, fused_fwd=1), p.q, p.k, p.v, p.beta, p.gamma, p.rel,
-            p.h0)), (p,)),
+        "fused_forward": (jax.jit(lambda p: fused(p, False)), (p,)),
+        "fused_forward(save)": (jax.jit(lambda p: fused(p, True)), (p,)),
         "state_bwd": (jax.jit(bwd), (p, w, pp, do)),
+        "state_bwd(from A)": (jax.jit(lambda p, a, pp, do: be.state_bwd(
+            cfg, p.q, p.k, None, pp, p.gamma, p.rel, do, dht, a=a, beta=p.beta)),
+            (p, a, pp, do)),
         "grads": (jax.jit(grads), (p, a, v_new, states, dstates, do, dvn)),
     }
     return {"variant": kw, **{name: time_jax(fn, *fn_args)

@@ -110,7 +110,8 @@ for stage in "$@"; do
     gdn_qla)
       "$py" "$here/gdn.py" --impls=pallas,pallas_fused,fla,flashqla --heads=32 \
         --head_dim=128 --tokens=16384 --seq_lens=4096,8192 --check='1,4096,4;2,1024,4' \
-        --breakdown=' ' --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=32' \
+        --breakdown=' ' \
+        --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=32;fused_fwd=1,block_v_state_bwd=64' \
         --out="$out/gdn_qla.json"
       "$py" "$here/gdn.py" --impls=pallas,pallas_fused,fla --heads=30 --head_dim=96 \
         --value_dim=192 --tokens=8192 --seq_lens=8192 --check='1,2048,4' \

@@ -310,19 +310,27 @@ def fused_state_forward(q, k, v, a, beta, dec: Decays, s: jax.Array, cfg: Kernel
     o = o + dot(p, v_new, dtype=mm, precision=prec)
     ke = k.astype(F32) * dec.e_out[:, None]
     s = dec.c * s + dot(ke, v_new, ta=True, dtype=mm, precision=prec)
-    return o, s
+    return o, s, v_new
 
 
 def state_backward(q, k, w, p, dec: Decays, do: jax.Array, ds: jax.Array,
-                   cfg: KernelConfig):
-    """Reverse step: given dO [C, BV] and dS after the chunk, (dV' [C, BV], dS before)."""
+                   cfg: KernelConfig, *, a: jax.Array | None = None,
+                   beta: jax.Array | None = None):
+    """Reverse step: given dO [C, BV] and dS after the chunk, (dV' [C, BV], dS before).
+    `w` None (after the fused forward, which writes no W): W^T dV' is formed from the
+    chunk's A and beta as (beta d K)^T (A^T dV')."""
     mm, prec = cfg.mm_dtype, cfg.mm_precision
     ke = k.astype(F32) * dec.e_out[:, None]
     dv_new = dot(p, do, ta=True, dtype=mm, precision=prec) + dot(ke, ds, dtype=mm,
                                                                    precision=prec)
+    if w is None:
+        xw = k.astype(F32) * (beta * dec.d_in)[:, None]
+        wt_dv = dot(xw, dot(a, dv_new, ta=True, dtype=mm, precision=prec), ta=True,
+                    dtype=mm, precision=prec)
+    else:
+        wt_dv = dot(w, dv_new, ta=True, dtype=mm, precision=prec)
     qd = q.astype(F32) * (cfg.scale * dec.d_in)[:, None]
-    ds_prev = (dec.c * ds + dot(qd, do, ta=True, dtype=mm, precision=prec)
-               - dot(w, dv_new, ta=True, dtype=mm, precision=prec))
+    ds_prev = dec.c * ds + dot(qd, do, ta=True, dtype=mm, precision=prec) - wt_dv
     return dv_new, ds_prev
 
 
@@ -527,17 +535,18 @@ class Backend(Protocol):
     def state_bwd(self, cfg: KernelConfig, q, k, w, p, gamma, rel, do, dht): ...
     def grads(self, cfg: KernelConfig, q, k, v, beta, gamma, rel, a, v_new, states,
               dstates, do, dvn): ...
-    # Optional (GPU): (O, final state) without W, U, P in memory, for cfg.fused_fwd.
-    # def fused_forward(self, cfg, q, k, v, beta, gamma, rel, h0): ...
+    # Optional (GPU), for cfg.fused_fwd: (O, final state, A, P, states or None, V' or
+    # None) with no W or U in memory; its state_bwd then takes w=None, a=, beta=.
+    # def fused_forward(self, cfg, q, k, v, beta, gamma, rel, h0, *, save: bool): ...
 
 
 @functools.cache
 def make_core(backend: Backend, cfg: KernelConfig):
     """(q, k, v, beta, gamma, rel, h0) -> (o, final state) with a kernel backward.
 
-    With `cfg.fused_fwd` the forward outside differentiation is the backend's
-    `fused_forward`; under differentiation it is always the two kernels that write the
-    backward's residuals.
+    With `cfg.fused_fwd` the forward is the backend's `fused_forward`, under
+    differentiation too: it saves A, P, the states and V' (no W), and the reverse state
+    pass forms W^T dV' from A (`state_backward`); the gradient kernels are unchanged.
     """
     if cfg.fused_fwd and not hasattr(backend, "fused_forward"):
         raise ValueError(f"fused_fwd: the {type(backend).__name__.strip('_')} GDN kernels "
@@ -546,12 +555,16 @@ def make_core(backend: Backend, cfg: KernelConfig):
     @jax.custom_vjp
     def core(q, k, v, beta, gamma, rel, h0):
         if cfg.fused_fwd:
-            return backend.fused_forward(cfg, q, k, v, beta, gamma, rel, h0)
+            return backend.fused_forward(cfg, q, k, v, beta, gamma, rel, h0, save=False)[:2]
         w, u, p, _ = backend.wy(cfg, q, k, v, beta, gamma, rel, save=False)
         o, ht, _, _ = backend.state_fwd(cfg, q, k, w, u, p, gamma, rel, h0, save=False)
         return o, ht
 
     def core_fwd(q, k, v, beta, gamma, rel, h0):
+        if cfg.fused_fwd:
+            o, ht, a, p, states, v_new = backend.fused_forward(cfg, q, k, v, beta, gamma,
+                                                               rel, h0, save=True)
+            return (o, ht), (q, k, v, beta, gamma, rel, None, p, a, states, v_new)
         w, u, p, a = backend.wy(cfg, q, k, v, beta, gamma, rel, save=True)
         o, ht, states, v_new = backend.state_fwd(cfg, q, k, w, u, p, gamma, rel, h0,
                                                  save=True)
@@ -561,8 +574,9 @@ def make_core(backend: Backend, cfg: KernelConfig):
         q, k, v, beta, gamma, rel, w, p, a, states, v_new = res
         do, dht = cts
         do = do.astype(v.dtype)
+        from_a = {} if w is not None else {"a": a, "beta": beta}
         dstates, dvn, dh0 = backend.state_bwd(cfg, q, k, w, p, gamma, rel, do,
-                                              dht.astype(F32))
+                                              dht.astype(F32), **from_a)
         dq, dk, dv, dbeta, dgamma = backend.grads(cfg, q, k, v, beta, gamma, rel, a, v_new,
                                                   states, dstates, do, dvn)
         return dq, dk, dv, dbeta, dgamma, jnp.zeros_like(rel), dh0

@@ -197,14 +197,22 @@ class _Triton:
                           num_stages=cfg.num_stages_state)
         return (outs[0], outs[1], *(outs[2:] if save else (None, None)))
 
-    def fused_forward(self, cfg, q, k, v, beta, gamma, rel, h0):
+    def fused_forward(self, cfg, q, k, v, beta, gamma, rel, h0, *, save: bool):
         """(O, final state) outside differentiation: a kernel parallel over chunks
         reads q, k and writes A and P ([b, t, n, C] each); one state pass reads q, k, v,
         A, P and forms V' = A (beta (V - d (K S))) on chip (`pc.fused_state_forward`).
         Against `wy` + `state_fwd`: V is read once instead of twice, and W [.., K] and
         U [.., V] are neither written nor read (at B4 T4096 H32 K=V=128 bf16, 0.4 GB
         less traffic), for the same loads per chunk in the state pass (A [C, C] for
-        W [C, K]). Not yet timed on a GPU (benchmarks/gdn.py --impls=pallas_fused)."""
+        W [C, K]). `save` (under differentiation): the state pass also writes the
+        states entering each chunk and V', as `state_fwd` does. Returns (O, final
+        state, A, P, states or None, V' or None). Not yet timed on a GPU
+        (benchmarks/gdn.py --impls=pallas_fused). Offline sm_90a, bf16, spill stores
+        per thread under differentiation (benchmarks/results/
+        offline_gdn_fused_train_compile.txt): B4 H32 K=V=128, this state pass 296 B
+        (`state_fwd`: 268 B), the reverse pass reading A 764 B at its default 128-wide
+        V-block (reading W: 352 B; at 64: 464 B); release heads B1, 4 / 536 B (0 /
+        556 B)."""
         b, t, n, dk = q.shape
         dv, c = v.shape[-1], cfg.chunk
         bv = min(cfg.block_v_fused or cfg.block_v, dv)
@@ -229,17 +237,22 @@ class _Triton:
                           q, k, beta, gamma, rel, num_warps=cfg.num_warps)
 
         def gdn_fused_fwd_kernel(q_ref, k_ref, v_ref, a_ref, p_ref, beta_ref, gamma_ref,
-                                 rel_ref, h0_ref, o_ref, ht_ref):
+                                 rel_ref, h0_ref, o_ref, ht_ref, *saved_refs):
             j, h, bi = _ids()
             cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
 
             def body(ci, s):
                 rows = _rows(ci, c)
+                if save:
+                    states_ref, vn_ref = saved_refs
+                    states_ref[bi, h, ci, :, cols] = s.astype(states_ref.dtype)
                 beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
-                o, s = pc.fused_state_forward(
+                o, s, v_new = pc.fused_state_forward(
                     q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], v_ref[bi, rows, h, cols],
                     a_ref[bi, rows, h, :], beta, dec, s, cfg, p=p_ref[bi, rows, h, :])
                 o_ref[bi, rows, h, cols] = o.astype(o_ref.dtype)
+                if save:
+                    vn_ref[bi, rows, h, cols] = v_new.astype(vn_ref.dtype)
                 return s
 
             ht_ref[bi, h, :, cols] = lax.fori_loop(0, num_chunks, body,
@@ -247,11 +260,14 @@ class _Triton:
 
         shapes = [jax.ShapeDtypeStruct((b, t, n, dv), q.dtype),
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
-        o, ht = self._call(gdn_fused_fwd_kernel, cfg, (dv // bv, n, b), shapes,
-                           q, k, v, a, p, beta, gamma, rel, h0,
-                           num_warps=cfg.num_warps_fused or cfg.num_warps_state,
-                           num_stages=cfg.num_stages_state)
-        return o, ht
+        if save:
+            shapes += [jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype),
+                       jax.ShapeDtypeStruct((b, t, n, dv), cfg.mm_dtype)]
+        outs = self._call(gdn_fused_fwd_kernel, cfg, (dv // bv, n, b), shapes,
+                          q, k, v, a, p, beta, gamma, rel, h0,
+                          num_warps=cfg.num_warps_fused or cfg.num_warps_state,
+                          num_stages=cfg.num_stages_state)
+        return (outs[0], outs[1], a, p, *(outs[2:] if save else (None, None)))
 
     @staticmethod
     def _blocked_inverse(cfg, k_ref, beta_ref, gamma_ref, rel_ref, ci, h, bi):
@@ -266,14 +282,19 @@ class _Triton:
         return pc.blocked_inverse(sub, cfg.chunk // sb, cfg)
 
     # --------------------------------------------------------------- backward
-    def state_bwd(self, cfg, q, k, w, p, gamma, rel, do, dht):
+    def state_bwd(self, cfg, q, k, w, p, gamma, rel, do, dht, *, a=None, beta=None):
+        """`w` None (after `fused_forward`): W^T dV' from A and beta instead."""
         b, t, n, dk = q.shape
         dv, c = do.shape[-1], cfg.chunk
         bv = min(cfg.block_v_state_bwd or cfg.block_v, dv)
         num_chunks = t // c
+        from_a = w is None
 
         def gdn_state_bwd_kernel(q_ref, k_ref, w_ref, p_ref, gamma_ref, rel_ref, do_ref,
-                                 dht_ref, dstates_ref, dvn_ref, dh0_ref):
+                                 dht_ref, *refs):
+            # from_a: w_ref holds A [b, t, n, C] and beta comes first among the refs
+            beta_ref, (dstates_ref, dvn_ref, dh0_ref) = (refs[0], refs[1:]) if from_a \
+                else (None, refs)
             j, h, bi = _ids()
             cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
 
@@ -281,10 +302,13 @@ class _Triton:
                 ci = num_chunks - 1 - i
                 rows = _rows(ci, c)
                 dstates_ref[bi, h, ci, :, cols] = ds.astype(dstates_ref.dtype)
-                _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
+                beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
+                w_or_a = w_ref[bi, rows, h, :]
                 dvn, ds = pc.state_backward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :],
-                                            w_ref[bi, rows, h, :], p_ref[bi, rows, h, :],
-                                            dec, do_ref[bi, rows, h, cols], ds, cfg)
+                                            None if from_a else w_or_a,
+                                            p_ref[bi, rows, h, :], dec,
+                                            do_ref[bi, rows, h, cols], ds, cfg,
+                                            a=w_or_a if from_a else None, beta=beta)
                 dvn_ref[bi, rows, h, cols] = dvn.astype(dvn_ref.dtype)
                 return ds
 
@@ -296,7 +320,8 @@ class _Triton:
                   jax.ShapeDtypeStruct((b, t, n, dv), mm),
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
         return self._call(gdn_state_bwd_kernel, cfg, (dv // bv, n, b), shapes,
-                          q, k, w, p, gamma, rel, do, dht,
+                          q, k, a if from_a else w, p, gamma, rel, do, dht,
+                          *((beta,) if from_a else ()),
                           num_warps=cfg.num_warps_state_bwd or cfg.num_warps_state,
                           num_stages=cfg.num_stages_state)
 
