@@ -74,7 +74,7 @@ def bench_fn(fn, b, t, h, d, dv):
 
 
 def bench_ours(impl, b, t, h, d, dv):
-    return bench_fn(our_impl(impl, interpret=INTERPRET), b, t, h, d, dv)
+    return bench_fn(our_impl(impl), b, t, h, d, dv)
 
 
 def parse_variant(variant: str) -> dict[str, int]:
@@ -272,8 +272,7 @@ def main() -> None:
     dv = args.value_dim or d
     results = []
     impls = args.impls.split(",")
-    check_rows = [cross_check(shape, d, dv, impls, INTERPRET)
-                  for shape in parse_shapes(args.check)]
+    check_rows = [cross_check(shape, d, dv, impls) for shape in parse_shapes(args.check)]
     b4 = max(1, args.tokens // 4096)
     breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d, dv) if args.breakdown else []
     fla_stages = (fla_breakdown(b4, 4096, h, d, dv)

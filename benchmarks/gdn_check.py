@@ -35,23 +35,17 @@ from fla_peer import (  # benchmarks/ is on sys.path
     to_torch,
 )
 
-from hybrid_jax.kernels.gdn import (
-    gated_delta_rule,
-    gated_delta_rule_pallas_gpu,
-    gated_delta_rule_recurrent,
-)
+from hybrid_jax.kernels.gdn import gated_delta_rule, gated_delta_rule_recurrent
 
 MISMATCH_REL = 3e-2
 NAMES = ("o", "state", "dq", "dk", "dv", "dg", "dbeta")
 
 
-def our_impl(impl: str, interpret: bool = False) -> Callable:
-    """(q, k, v, g, beta) -> (o, state) of one of our timed implementations: xla and
-    pallas through the dispatcher; pallas_fused is the Triton kernels with their fused
-    forward (`fused_fwd=1`: an A kernel and one state pass; the backward as pallas)."""
-    if impl == "pallas_fused":
-        return lambda *a: gated_delta_rule_pallas_gpu(*a, fused_fwd=1, interpret=interpret)
-    if impl in ("xla", "pallas"):
+def our_impl(impl: str) -> Callable:
+    """(q, k, v, g, beta) -> (o, state) of one of our timed implementations, through the
+    dispatcher: xla, pallas, and pallas_fused (the Triton kernels with their fused
+    forward, `fused_fwd=1`: an A-and-P kernel and one state pass)."""
+    if impl in OURS:  # (off GPU the dispatcher runs the Pallas kernels interpreted)
         return lambda *a: gated_delta_rule(*a, impl=impl)
     raise ValueError(f"not one of ours: {impl}")
 
@@ -127,8 +121,7 @@ def torch_outputs(fn: Callable, inputs, w, device: str = "cuda") -> tuple[list, 
     return fwd + [x.float().cpu().numpy() for x in grads], None
 
 
-def cross_check(shape: tuple[int, int, int], d: int, dv: int, impls: list[str],
-                interpret: bool = False) -> dict:
+def cross_check(shape: tuple[int, int, int], d: int, dv: int, impls: list[str]) -> dict:
     """Errors of each of `impls` (xla, pallas, pallas_fused, fla, flashqla; others
     skipped) against the recurrence at (b, t, h) = shape, K = d, V = dv."""
     b, t, h = shape
@@ -138,7 +131,7 @@ def cross_check(shape: tuple[int, int, int], d: int, dv: int, impls: list[str],
     for impl in impls:
         try:
             if impl in OURS:
-                got = _jax_outputs(our_impl(impl, interpret), inputs, w)
+                got = _jax_outputs(our_impl(impl), inputs, w)
                 row[impl] = _errors(got, ref)
             elif impl in ("fla", "flashqla"):
                 if impl == "flashqla" and (why := flashqla_refusal(*map(to_torch, inputs))):

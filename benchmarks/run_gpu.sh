@@ -34,6 +34,10 @@
 #   gpu_tests_head_dims  the compiled attention kernels at the ladder's padded head dims
 #                (48 / 80 / 96: Triton fwd+bwd, Mosaic fwd), the 60M train step's lowering
 #                (flash kernels, no [T, T] array) and GDN at the 60M heads (K 36, V 72)
+#   fused_e2e  issue 23's end-to-end targets with the fused GDN forward beside the default:
+#              the Olmo Hybrid 7B scorer (gdn_impl pallas / pallas_fused) and the Olmo 3 7B
+#              scorer, 8192-token windows; the 370M hybrid training step (pallas /
+#              pallas_fused) and the 370M transformer
 #   train_small  issue 22's small presets: the 60M transformer / hybrid / recurrent at
 #                T=1024 B=64, and the transformer at the old shape T=4096 B=4
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
@@ -47,7 +51,7 @@ out=$1; shift
 for stage in "$@"; do
   case $stage in
     compile|gdn|attention|scoring|train|train_remat|gdn_release|gdn_wy|blocks|loss_chunk|gpu_tests) ;;
-    gdn_qla|train_small|gpu_tests_head_dims) ;;
+    gdn_qla|train_small|gpu_tests_head_dims|fused_e2e) ;;
     *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
   esac
 done
@@ -117,6 +121,17 @@ for stage in "$@"; do
         --value_dim=192 --tokens=8192 --seq_lens=8192 --check='1,2048,4' \
         --sweep_seq_len=8192 --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=64;fused_fwd=1,num_warps_fused=8' \
         --out="$out/gdn_qla_release.json" ;;
+    fused_e2e)
+      "$py" "$here/scoring.py" --impl=jax --model=olmo3_7b --batch=1 \
+        --out="$out/scoring_e2e_olmo3_7b.json" || echo "scoring olmo3_7b failed"
+      for gdn in pallas pallas_fused; do
+        "$py" "$here/scoring.py" --impl=jax --model=olmo_hybrid_7b --batch=1 --gdn_impl=$gdn \
+          --out="$out/scoring_e2e_olmo_hybrid_7b_$gdn.json" || echo "scoring hybrid $gdn failed"
+        "$py" "$here/train_throughput.py" --sizes=370m --archs=hybrid --gdn_impl=$gdn \
+          --timeout_s=240 --out="$out/train_e2e_370m_hybrid_$gdn.json"
+      done
+      "$py" "$here/train_throughput.py" --sizes=370m --archs=transformer --timeout_s=240 \
+        --out="$out/train_e2e_370m_transformer.json" ;;
     train_small)
       "$py" "$here/train_throughput.py" --sizes=60m --seq_len=1024 --batch=64 \
         --timeout_s=240 --out="$out/train_60m_t1024_b64.json"

@@ -24,6 +24,7 @@ class GdnImpl(str, enum.Enum):
     AUTO = "auto"
     XLA = "xla"
     PALLAS = "pallas"
+    PALLAS_FUSED = "pallas_fused"  # GPU Triton kernels with the fused forward (fused_fwd=1)
     RECURRENT = "recurrent"  # per-token lax.scan ground truth: slow, for tests
 
 

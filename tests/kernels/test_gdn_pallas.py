@@ -159,6 +159,13 @@ def test_dispatch(monkeypatch):
     o, s = gated_delta_rule(q, k, v, g, beta, impl="pallas", chunk_size=16)
     o_ref, s_ref = gated_delta_rule_recurrent(q, k, v, g, beta)
     assert _rel(o, o_ref) < 1e-4 and _rel(s, s_ref) < 1e-4
+    # pallas_fused: the GPU kernels' fused forward (in the interpreter off GPU)
+    o, s = gated_delta_rule(q, k, v, g, beta, impl="pallas_fused", chunk_size=16)
+    assert _rel(o, o_ref) < 1e-4 and _rel(s, s_ref) < 1e-4
+    from hybrid_jax.kernels.gdn import dispatch
+    monkeypatch.setattr(dispatch, "platform", lambda: "tpu")
+    with pytest.raises(ValueError, match="'pallas_fused' is a GPU .Triton. kernel"):
+        gated_delta_rule(q, k, v, g, beta, impl="pallas_fused")
 
 
 @pytest.mark.parametrize("kind,target", [("gpu", "cuda"), ("tpu", "tpu")])

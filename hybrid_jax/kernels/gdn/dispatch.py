@@ -6,6 +6,9 @@
                (`pallas_tpu.py`). Elsewhere, like the attention kernels, they run in
                Pallas' interpret mode (slow; for tests), logged once: the GPU kernel,
                or the TPU kernel if HYBRID_JAX_GDN_PALLAS_INTERPRET=tpu.
+    pallas_fused  the GPU Triton kernels with their fused forward (`fused_fwd=1`: an
+               A-and-P kernel and one state pass; see `pallas_gpu._Triton.fused_forward`),
+               opt-in until timed; in interpret mode off GPU, refused on TPU.
     auto       pallas on GPU and TPU, xla on CPU; the choice is logged once.
 """
 
@@ -75,4 +78,14 @@ def gated_delta_rule(
         target, interpret = pallas_target()
         fn = gated_delta_rule_pallas_gpu if target == "gpu" else gated_delta_rule_pallas_tpu
         return fn(q, k, v, g, beta, chunk_size=chunk_size, interpret=interpret, **kwargs)
+    if choice is GdnImpl.PALLAS_FUSED:
+        if platform() == "tpu":
+            raise ValueError("gdn_impl='pallas_fused' is a GPU (Triton) kernel; on TPU use "
+                             "'pallas' or 'auto'")
+        interpret = platform() != "gpu"
+        if interpret:
+            announce("gated_delta_rule", "pallas_fused",
+                     f"gpu kernels in interpret mode on {platform()}: slow, for tests")
+        return gated_delta_rule_pallas_gpu(q, k, v, g, beta, chunk_size=chunk_size,
+                                           interpret=interpret, fused_fwd=1, **kwargs)
     return gated_delta_rule_chunked(q, k, v, g, beta, chunk_size=chunk_size, **kwargs)
