@@ -27,8 +27,8 @@ if TYPE_CHECKING:  # jax is imported where used: configs/*.py load this for a to
 LAYER_TYPES = ("swa", "full", "gdn")
 LAYER_CODES = {"s": "swa", "f": "full", "g": "gdn"}  # "sssf", "gggf", "gggg"
 _DTYPES = ("float32", "bfloat16", "float16")
-_ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas", "splash")
-_GDN_IMPLS = ("auto", "xla", "pallas", "recurrent")
+_ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas", "splash")  # = AttentionImpl
+_GDN_IMPLS = ("auto", "xla", "pallas", "pallas_fused", "recurrent")  # = kernels.impl.GdnImpl
 
 
 class ConfigError(UserError, ValueError):

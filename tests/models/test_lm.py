@@ -179,3 +179,13 @@ def test_token_ids_beyond_vocab_are_named():
         model(jnp.asarray([[1, 2, 200]]))
     with pytest.raises(ValueError, match="must be integers"):
         model(jnp.asarray([[1.0, 2.0]]))
+
+
+def test_config_impl_choices_are_the_kernel_enums():
+    """models/config.py lists the impls without importing jax (--help stays fast); the
+    lists must be the kernels' enums, or a new kernel is refused by the config."""
+    from hybrid_jax.kernels.impl import AttentionImpl, GdnImpl
+    from hybrid_jax.models import config
+
+    assert set(config._GDN_IMPLS) == {x.value for x in GdnImpl}
+    assert set(config._ATTENTION_IMPLS) == {x.value for x in AttentionImpl}
