@@ -314,6 +314,24 @@ def test_gpu_realistic(dtype, dk, dv, packed):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
+@pytest.mark.parametrize("dtype,dk,dv,packed,extra", [
+    (jnp.bfloat16, 128, 128, False, {}),
+    (jnp.bfloat16, 128, 128, True, {"block_v_fused": 32}),
+    (jnp.bfloat16, 96, 192, True, {}),  # the release's heads (V in 64-wide blocks)
+    (jnp.float32, 64, 64, True, {}),
+])
+def test_gpu_fused_forward(dtype, dk, dv, packed, extra):
+    """The fused forward (fused_fwd=1) compiled for real: forward and gradients through
+    it against the recurrence."""
+    b, t, n = 2, 1000, 4
+    inputs, h0 = make_inputs(dk + dv + 1, b=b, t=t, n=n, dk=dk, dv=dv, dtype=dtype)
+    seg = _packed(b, t, 2) if packed else None
+    errors = _check(_kernel("gpu", 64, fused_fwd=1, **extra), inputs, h0, seg, dtype)
+    print(f"gpu fused {jnp.dtype(dtype).name} dk={dk} dv={dv} packed={packed} {extra}: "
+          + " ".join(f"{key}={err:.2e}" for key, err in errors.items()))
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
 @pytest.mark.parametrize("b,n,dk,dv", [
     (2, 40, 128, 128),  # 80 heads: the reverse state pass in 128-wide V-blocks, 8 warps
     (1, 30, 96, 192),  # the release's heads at B=1: 64-wide blocks (three of them)
