@@ -160,45 +160,63 @@ class _Triton:
                           q, k, v, beta, gamma, rel, num_warps=cfg.num_warps)
         return outs[0], outs[1], outs[2], (outs[3] if save else None)
 
-    def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save: bool):
-        b, t, n, dk = q.shape
-        dv, c, bv = u.shape[-1], cfg.chunk, min(cfg.block_v, u.shape[-1])
-        num_chunks = t // c
+    def _forward_pass(self, cfg, name: str, step, inputs, h0, *, dv: int, bv: int,
+                      save: bool, num_warps: int):
+        """The forward state pass shared by `state_fwd` and `fused_forward`: grid
+        (V-block, head, batch), a loop over the chunks carrying the fp32 state block
+        [K, BV]; writes O and the final state and, when `save`, the states entering each
+        chunk and V'. `step(in_refs, bi, h, rows, cols, s) -> (O, next state, V')` is one
+        chunk. Returns (O, final state, states or None, V' or None)."""
+        b, t, n, dk = inputs[0].shape
+        num_chunks = t // cfg.chunk
+        n_in = len(inputs)
 
-        def gdn_state_fwd_kernel(q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref,
-                                 h0_ref, o_ref, ht_ref, *saved_refs):
+        def kernel(*refs):
+            in_refs, (h0_ref, o_ref, ht_ref) = refs[:n_in], refs[n_in:n_in + 3]
             j, h, bi = _ids()
             cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
 
             def body(ci, s):
-                rows = _rows(ci, c)
+                rows = _rows(ci, cfg.chunk)
                 if save:
-                    states_ref, vn_ref = saved_refs
+                    states_ref, vn_ref = refs[n_in + 3:]
                     states_ref[bi, h, ci, :, cols] = s.astype(states_ref.dtype)
-                _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
-                o, s, v_new = pc.state_forward(
-                    q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], w_ref[bi, rows, h, :],
-                    u_ref[bi, rows, h, cols], p_ref[bi, rows, h, :], dec, s, cfg)
+                o, s, v_new = step(in_refs, bi, h, rows, cols, s)
                 o_ref[bi, rows, h, cols] = o.astype(o_ref.dtype)
                 if save:
                     vn_ref[bi, rows, h, cols] = v_new.astype(vn_ref.dtype)
                 return s
 
-            s = lax.fori_loop(0, num_chunks, body, h0_ref[bi, h, :, cols])
-            ht_ref[bi, h, :, cols] = s
+            ht_ref[bi, h, :, cols] = lax.fori_loop(0, num_chunks, body,
+                                                   h0_ref[bi, h, :, cols])
 
-        shapes = [jax.ShapeDtypeStruct((b, t, n, dv), q.dtype),
+        kernel.__name__ = kernel.__qualname__ = name  # the kernel's name in profiles
+        shapes = [jax.ShapeDtypeStruct((b, t, n, dv), inputs[0].dtype),
                   jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
         if save:
             shapes += [jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype),
                        jax.ShapeDtypeStruct((b, t, n, dv), cfg.mm_dtype)]
-        outs = self._call(gdn_state_fwd_kernel, cfg, (dv // bv, n, b), shapes,
-                          q, k, w, u, p, gamma, rel, h0, num_warps=cfg.num_warps_state,
-                          num_stages=cfg.num_stages_state)
+        outs = self._call(kernel, cfg, (dv // bv, n, b), shapes, *inputs, h0,
+                          num_warps=num_warps, num_stages=cfg.num_stages_state)
         return (outs[0], outs[1], *(outs[2:] if save else (None, None)))
 
+    def state_fwd(self, cfg, q, k, w, u, p, gamma, rel, h0, *, save: bool):
+        dv = u.shape[-1]
+
+        def step(refs, bi, h, rows, cols, s):
+            q_ref, k_ref, w_ref, u_ref, p_ref, gamma_ref, rel_ref = refs
+            _, dec = _load_chunk_scalars(None, gamma_ref, rel_ref, bi, rows, h)
+            return pc.state_forward(
+                q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], w_ref[bi, rows, h, :],
+                u_ref[bi, rows, h, cols], p_ref[bi, rows, h, :], dec, s, cfg)
+
+        return self._forward_pass(cfg, "gdn_state_fwd_kernel", step,
+                                  (q, k, w, u, p, gamma, rel), h0, dv=dv,
+                                  bv=min(cfg.block_v, dv), save=save,
+                                  num_warps=cfg.num_warps_state)
+
     def fused_forward(self, cfg, q, k, v, beta, gamma, rel, h0, *, save: bool):
-        """(O, final state) outside differentiation: a kernel parallel over chunks
+        """The forward for cfg.fused_fwd: a kernel parallel over chunks
         reads q, k and writes A and P ([b, t, n, C] each); one state pass reads q, k, v,
         A, P and forms V' = A (beta (V - d (K S))) on chip (`pc.fused_state_forward`).
         Against `wy` + `state_fwd`: V is read once instead of twice, and W [.., K] and
@@ -236,38 +254,17 @@ class _Triton:
                           [jax.ShapeDtypeStruct((b, t, n, c), cfg.mm_dtype)] * 2,
                           q, k, beta, gamma, rel, num_warps=cfg.num_warps)
 
-        def gdn_fused_fwd_kernel(q_ref, k_ref, v_ref, a_ref, p_ref, beta_ref, gamma_ref,
-                                 rel_ref, h0_ref, o_ref, ht_ref, *saved_refs):
-            j, h, bi = _ids()
-            cols = pl.ds(pl.multiple_of(j * bv, bv), bv)
+        def step(refs, bi, h, rows, cols, s):
+            q_ref, k_ref, v_ref, a_ref, p_ref, beta_ref, gamma_ref, rel_ref = refs
+            beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
+            return pc.fused_state_forward(
+                q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], v_ref[bi, rows, h, cols],
+                a_ref[bi, rows, h, :], beta, dec, s, cfg, p=p_ref[bi, rows, h, :])
 
-            def body(ci, s):
-                rows = _rows(ci, c)
-                if save:
-                    states_ref, vn_ref = saved_refs
-                    states_ref[bi, h, ci, :, cols] = s.astype(states_ref.dtype)
-                beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
-                o, s, v_new = pc.fused_state_forward(
-                    q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], v_ref[bi, rows, h, cols],
-                    a_ref[bi, rows, h, :], beta, dec, s, cfg, p=p_ref[bi, rows, h, :])
-                o_ref[bi, rows, h, cols] = o.astype(o_ref.dtype)
-                if save:
-                    vn_ref[bi, rows, h, cols] = v_new.astype(vn_ref.dtype)
-                return s
-
-            ht_ref[bi, h, :, cols] = lax.fori_loop(0, num_chunks, body,
-                                                   h0_ref[bi, h, :, cols])
-
-        shapes = [jax.ShapeDtypeStruct((b, t, n, dv), q.dtype),
-                  jax.ShapeDtypeStruct((b, n, dk, dv), F32)]
-        if save:
-            shapes += [jax.ShapeDtypeStruct((b, n, num_chunks, dk, dv), cfg.mm_dtype),
-                       jax.ShapeDtypeStruct((b, t, n, dv), cfg.mm_dtype)]
-        outs = self._call(gdn_fused_fwd_kernel, cfg, (dv // bv, n, b), shapes,
-                          q, k, v, a, p, beta, gamma, rel, h0,
-                          num_warps=cfg.num_warps_fused or cfg.num_warps_state,
-                          num_stages=cfg.num_stages_state)
-        return (outs[0], outs[1], a, p, *(outs[2:] if save else (None, None)))
+        o, ht, states, v_new = self._forward_pass(
+            cfg, "gdn_fused_fwd_kernel", step, (q, k, v, a, p, beta, gamma, rel), h0,
+            dv=dv, bv=bv, save=save, num_warps=cfg.num_warps_fused or cfg.num_warps_state)
+        return o, ht, a, p, states, v_new
 
     @staticmethod
     def _blocked_inverse(cfg, k_ref, beta_ref, gamma_ref, rel_ref, ci, h, bi):
