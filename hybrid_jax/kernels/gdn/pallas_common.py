@@ -93,7 +93,7 @@ class KernelConfig:
     block_v_wy: int = 0  # GPU: V-block in which the wy kernel forms U (0: all of V)
     pad_v: int = 0  # pad V to a multiple of this (0: to the next power of two, see padded_dim)
     wy_block: int = 0  # GPU: form A on sub-blocks of this many rows (`blocked_inverse`; 0: no)
-    fused_fwd: int = 0  # GPU, outside differentiation: A kernel + one fused state pass (1)
+    fused_fwd: int = 0  # GPU: 1 = the A-and-P kernel + one fused state pass (`make_core`)
     block_v_fused: int = 0  # GPU: V-block of the fused state pass (0: block_v)
     num_warps_fused: int = 0  # GPU: its warps (0: num_warps_state)
 
@@ -284,29 +284,27 @@ def state_forward(q, k, w, u, p, dec: Decays, s: jax.Array, cfg: KernelConfig):
     return o, s, v_new
 
 
-def fused_state_forward(q, k, v, a, beta, dec: Decays, s: jax.Array, cfg: KernelConfig,
-                        p: jax.Array | None = None):
-    """One chunk of the fused forward on a V-block v [C, BV], from the chunk's stored A;
-    (O [C, BV], next state). W and U are never formed:
+def fused_state_forward(q, k, v, a, p, beta, dec: Decays, s: jax.Array, cfg: KernelConfig):
+    """One chunk of the fused forward on a V-block v [C, BV], from the chunk's A and P
+    as the A-and-P kernel stored them; (O [C, BV], next state, V'). W and U are never
+    formed:
 
         V' = U - W S = A (beta V) - A (beta d K) S = A (beta (V - d (K S)))
 
     (beta and d scale rows), so the chunk costs K S and one A product on [C, BV] instead
-    of W = A (beta d K) on [C, K]. `p`: the chunk's P = scale (Q K^T) Gam as stored by
-    the A kernel (None: formed here, with its [C, C] decay mask).
+    of W = A (beta d K) on [C, K].
 
     Spill stores per thread, offline sm_90a (benchmarks/gdn_compile_report.py --forward;
     benchmarks/results/offline_gdn_fused_compile.txt), bf16, K = V = 128, BV 64, 4 warps:
-    with P read, 140 B (BV 32: 0 B; the two-kernel state pass: 120 B). Two earlier
-    forms, measured the same way during development: W and U formed on chip, 1364 B;
-    this form with P formed here, 604 B."""
+    140 B (BV 32: 0 B; the two-kernel state pass: 120 B). Two earlier forms, measured
+    the same way during development: W and U formed on chip, 1364 B; this form with P
+    formed in the loop (its [C, C] decay mask on chip), 604 B."""
     mm, prec = cfg.mm_dtype, cfg.mm_precision
     ks = dot(k, s, dtype=mm, precision=prec)
     x = beta[:, None] * (v.astype(F32) - dec.d_in[:, None] * ks)
     v_new = dot(a, x, dtype=mm, precision=prec)
     qd = q.astype(F32) * (cfg.scale * dec.d_in)[:, None]
     o = dot(qd, s, dtype=mm, precision=prec)
-    p = chunk_scores(q, k, dec, cfg) if p is None else p
     o = o + dot(p, v_new, dtype=mm, precision=prec)
     ke = k.astype(F32) * dec.e_out[:, None]
     s = dec.c * s + dot(ke, v_new, ta=True, dtype=mm, precision=prec)

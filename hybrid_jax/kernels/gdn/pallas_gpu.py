@@ -259,7 +259,7 @@ class _Triton:
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
             return pc.fused_state_forward(
                 q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], v_ref[bi, rows, h, cols],
-                a_ref[bi, rows, h, :], beta, dec, s, cfg, p=p_ref[bi, rows, h, :])
+                a_ref[bi, rows, h, :], p_ref[bi, rows, h, :], beta, dec, s, cfg)
 
         o, ht, states, v_new = self._forward_pass(
             cfg, "gdn_fused_fwd_kernel", step, (q, k, v, a, p, beta, gamma, rel), h0,
