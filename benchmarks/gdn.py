@@ -5,8 +5,9 @@ Same run, same GPU, same shapes (bf16, H heads, Dk = `--head_dim`, Dv = `--value
 by default the same):
     xla        hybrid_jax chunked UT/WY form under jit (the reference tier)
     pallas     hybrid_jax Pallas Triton kernels (`pallas_gpu.py`), through the dispatcher
-    pallas_fused  the same kernels with `fused_fwd=1`: the forward is an A-only kernel
-               and one state pass forming W, U, P on chip (fwd+bwd: the backward as pallas)
+    pallas_fused  the same kernels with `fused_fwd=1` (gdn_impl=pallas_fused): the forward
+               is an A-and-P kernel and one state pass that forms V' on chip (no W or U
+               in memory); the reverse state pass then reads A instead of W
     fla        flash-linear-attention `chunk_gated_delta_rule` (torch/Triton), if importable,
                called with FLA_FLASH_QLA=0 so the Triton path is what is timed (its
                backward's dqkwg kernel on TileLang where tilelang is importable, as
