@@ -15,8 +15,10 @@
 # Environment: WORKDIR (runs/study_gpu), PYTHON (python3), CONFIG (configs/study_gpu.py),
 # FLAGS (extra flags for every stage, e.g. --config.train.learning_rate=1e-3),
 # CALL_BUDGET_S (570: the call's wall-clock budget from this script's start; the lent
-# machine stops a command at 600 s), RESERVE_S (90: kept after training for scoring and
-# packing, per architecture), BENCH (1: run train_throughput.py when 100 s are left).
+# machine stops a command at 600 s), RESERVE_S (45: kept after training for scoring and
+# packing, per architecture: scoring compiles once per architecture; on 2026-12-07, when
+# every export still compiled its own scorer, each took 10-18 s, nearly all compiling),
+# BENCH (1: run train_throughput.py when 100 s are left).
 # Missing Python modules come from ./.whl: pure-Python wheels go on PYTHONPATH, the others
 # are installed from there with pip --no-index into $WORKDIR/.site. The shared corpus is
 # read from ./.shared/corpus when that folder exists (a copy of ../shared/data/corpus).
@@ -28,7 +30,7 @@ py=${PYTHON:-python3}
 config=${CONFIG:-configs/study_gpu.py}
 read -r -a flags <<< "${FLAGS:-}"
 budget=${CALL_BUDGET_S:-570}
-reserve=${RESERVE_S:-90}
+reserve=${RESERVE_S:-45}
 
 if [[ $# -lt 1 ]]; then awk 'NR > 1 && /^#/ { print; next } NR > 1 { exit }' "$0"; exit 2; fi
 

@@ -7,7 +7,9 @@ of `vocab_chunk` columns with a running log-sum-exp, so a 100k vocabulary at 819
 never materialises all logits at once; the matmuls accumulate in float32 whatever the
 compute dtype, and the softmax statistics are float32.
 
-`make_scorer` gives the jitted function the scoring loop and in-loop evals call;
+`make_scorer` gives the jitted function the scoring loop and in-loop evals call; it is
+one function per (graphdef, vocab_chunk, batch sharding), so the exports of one run (equal
+graphdefs) share its compilations instead of compiling the same program once each;
 `score` is the plain Python API: model + windows -> per-token losses. Both hand it
 `Batch.drop_trivial_segments()`: windows that hold one document (then padding) go
 without a document mask, which on GPUs lets attention take cuDNN; the losses the mask
@@ -16,6 +18,7 @@ keeps are the same (tests/scoring/test_scoring.py).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -77,8 +80,13 @@ def token_stats(h_btd: Hidden, w_dv: jax.Array, targets: Int[Array, "b t"], *,
 def make_scorer(
     graphdef: nnx.GraphDef, *, vocab_chunk: int = 8192, batch_sharding=None
 ) -> Callable[[nnx.State, Batch], TokenStats]:
-    """A jitted `scorer(params, batch) -> TokenStats` ([b, t] each, unmasked)."""
+    """A jitted `scorer(params, batch) -> TokenStats` ([b, t] each, unmasked); the same
+    function object for equal arguments (graphdefs compare by structure and config)."""
+    return _jitted_scorer(graphdef, vocab_chunk, batch_sharding)
 
+
+@functools.lru_cache(maxsize=8)
+def _jitted_scorer(graphdef: nnx.GraphDef, vocab_chunk: int, batch_sharding):
     def scorer(params: nnx.State, batch: Batch) -> TokenStats:
         model = nnx.merge(graphdef, params)
         h = model.hidden_states(batch.inputs, segment_ids=batch.segment_ids)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import pathlib
 import shlex
+import statistics
 import sys
 from typing import Any
 
@@ -57,6 +58,9 @@ def stages_markdown(workdir: str | pathlib.Path) -> str:
     archs = sorted({p.parent.name for p in layout.workdir.glob("*/study_train.json")})
     for arch in archs:
         rec = _read(layout.train_record(arch))
+        if not rec.get("complete"):
+            lines.append(_unfinished_row(layout, arch, rec))
+            continue
         rate = (rec.get("tokens_per_s") or {}).get("median")
         lines.append(f"| train {arch} | {rec.get('device')} | {rec.get('wall_s', 0):.1f} | "
                      f"{_rate(rate)} tokens/s (median interval), {rec.get('tokens', 0):,} "
@@ -87,6 +91,26 @@ def stages_markdown(workdir: str | pathlib.Path) -> str:
                   f"installed distributions; {prep.get('tokens', {}).get('tokens', 0):,} "
                   "training tokens."]
     return "\n".join(lines) + "\n"
+
+
+def _unfinished_row(layout: Layout, arch: str, rec: dict[str, Any]) -> str:
+    """A run that has not finished (stopped, or still going): how far its metrics.jsonl
+    got and at what rate; no wall time exists for it yet."""
+    rows = []
+    try:
+        for line in (layout.run(arch) / "metrics.jsonl").read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by the kill
+    except OSError:
+        pass
+    logged = [r for r in rows if "train/tokens_per_s" in r]
+    rates = [r["train/tokens_per_s"] for r in logged[1:]]  # the first holds compilation
+    rate = statistics.median(rates) if rates else None
+    last = max((r.get("step", 0) for r in logged), default=0)
+    return (f"| train {arch} (not finished) | - | - | {_rate(rate)} tokens/s (median interval) "
+            f"up to step {last}, the last logged; rerun to resume | `{_cmd(rec)}` |")
 
 
 def call_summary(workdir: str | pathlib.Path, arch: str) -> str:

@@ -19,7 +19,7 @@ from hybrid_jax.data.tokenizers import load_tokenizer, train_sentencepiece
 from hybrid_jax.models.lm import LM
 from hybrid_jax.models.presets import research_model
 from hybrid_jax.scoring.eval_pack import EvalPack, build_eval_pack
-from hybrid_jax.scoring.score import score, token_stats
+from hybrid_jax.scoring.score import make_scorer, score, token_stats
 from hybrid_jax.scoring.writer import score_pack
 
 from ..models.test_layers import perturb
@@ -195,6 +195,28 @@ def test_resume_skips_complete_shards(tmp_path, monkeypatch):
     score_pack(graphdef, params, pack, out, model_name="m", batch_size=2, windows_per_shard=2)
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items())  # not rewritten
     pd.testing.assert_frame_equal(read_table(out).frame, full)
+
+
+def test_exports_of_one_run_share_one_compiled_scorer(tmp_path):
+    # A study scores several exports of each run: equal graphdefs (separate loads, other
+    # weights) must reuse one compilation, and a different model must not.
+    tok = load_tokenizer("bytes")
+    pack = build_eval_pack([Document(f"d{i}", "x", t) for i, t in enumerate(TEXTS)], tok,
+                           32, tokenizer_spec="bytes")
+    tables, compiled = [], []
+    for seed in (0, 1):
+        graphdef, params = nnx.split(small_model("hybrid", 257, seed), nnx.Param)
+        out = score_pack(graphdef, params, pack, tmp_path / f"s{seed}", model_name="m",
+                         batch_size=2, vocab_chunk=64)
+        tables.append(read_table(out).frame["loss"])
+        compiled.append(make_scorer(graphdef, vocab_chunk=64)._cache_size())
+    scorer = make_scorer(graphdef, vocab_chunk=64)
+    # (a table has two batch signatures: windows with and without a document mask)
+    assert compiled[0] >= 1 and compiled[1] == compiled[0]  # nothing new for export 2
+    assert not tables[0].equals(tables[1])
+    other, _ = nnx.split(small_model("hybrid", 300), nnx.Param)
+    assert make_scorer(other, vocab_chunk=64) is not scorer
+    assert make_scorer(graphdef, vocab_chunk=32) is not scorer
 
 
 def test_vocab_mismatch_is_an_error(tmp_path):

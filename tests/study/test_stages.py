@@ -40,3 +40,24 @@ def test_an_interrupted_prepare_resumes_only_with_its_settings(tmp_path):
                             + "\n" for i in range(12)))
     with pytest.raises(StudyError, match="holds a prepare started with other data settings"):
         prepare(_config(docs), str(tmp_path / "w"))
+
+
+def test_the_stages_table_shows_how_far_an_unfinished_run_got(tmp_path):
+    from hybrid_jax.study.summary import stages_markdown
+
+    digests = {"tokenizer": "t" * 64, "data": "d" * 64, "pack": "p" * 64}
+    write_record(tmp_path / "prepare.json", "prepare", {"digests": digests})
+    run = tmp_path / "hybrid"
+    run.mkdir()
+    write_record(run / "study_train.json", "train",
+                 {"arch": "hybrid", "digests": digests, "complete": False,
+                  })
+    rows = [{"step": 50, "train/tokens_per_s": 1e5},  # holds the compilation: left out
+            {"step": 100, "train/tokens_per_s": 9e5}, {"step": 135, "eval/loss": 3.0},
+            {"step": 150, "train/tokens_per_s": 7e5}, {"step": 200, "train/tokens_per_s": 8e5}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows)
+                                       + '{"step": 250, "train/to')  # cut by the kill
+    row = [line for line in stages_markdown(tmp_path).splitlines() if "train hybrid" in line]
+    assert len(row) == 1 and row[0].startswith(
+        "| train hybrid (not finished) | - | - | 800,000 tokens/s (median interval) up to "
+        "step 200, the last logged; rerun to resume | `")  # then the command it ran
