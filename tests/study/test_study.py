@@ -198,3 +198,27 @@ def test_a_run_with_other_settings_is_refused(study):
             train_arch(config, str(study["staged"]), "hybrid")
     finally:
         config.train.steps = 4
+
+
+def test_study_result_condenses_the_workdir(study):
+    # benchmarks/study_result.py: what the docs quote from a GPU study, read back from
+    # the staged workdir's records and report.
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "study_result.py"
+    spec = importlib.util.spec_from_file_location("study_result", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.collect(study["staged"])
+    prep = json.loads((study["staged"] / "prepare.json").read_text())
+    report = json.loads((study["staged"] / "report" / "report.json").read_text())
+    assert out["digests"] == prep["digests"]
+    assert out["prepare"]["training_tokens"] == prep["tokens"]["tokens"]
+    assert [(t["arch"], t["complete"], t["steps"]) for t in out["train"]] == [
+        (a, True, 4) for a in sorted(ARCHS)]
+    rec = json.loads((study["staged"] / "hybrid" / "study_train.json").read_text())
+    assert [t for t in out["train"] if t["arch"] == "hybrid"][0]["tokens"] == rec["tokens"]
+    assert sorted((s["arch"], s["step"]) for s in out["score"]) == [
+        (a, s) for a in sorted(ARCHS) for s in (2, 4)]
+    assert out["paired_filtered"] == report["paired_filtered"]
+    assert out["filtered_losses"] == report["filtered_losses"]
