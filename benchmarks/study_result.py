@@ -19,8 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import statistics
 import subprocess
+
+from hybrid_jax.study.summary import run_progress
 
 
 def _read(path: pathlib.Path) -> dict:
@@ -30,29 +31,14 @@ def _read(path: pathlib.Path) -> dict:
         return {}
 
 
-def _metrics(path: pathlib.Path) -> list[dict]:
-    rows = []
-    try:
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a kill
-    except OSError:
-        pass
-    return rows
-
-
 def _train(workdir: pathlib.Path, arch: str) -> dict:
     rec = _read(workdir / arch / "study_train.json")
-    logged = [r for r in _metrics(workdir / arch / "metrics.jsonl") if "train/tokens_per_s" in r]
-    rates = [r["train/tokens_per_s"] for r in logged[1:]]  # the first holds compilation
-    last = max((r["step"] for r in logged), default=0)
+    last, rate = run_progress(workdir / arch)
     settings = rec.get("settings", {})
     batch, seq = settings.get("train.batch_size"), settings.get("data.seq_len")
     out = {"arch": arch, "complete": bool(rec.get("complete")),
            "steps": rec.get("steps") if rec.get("complete") else last,
-           "median_tokens_per_s": statistics.median(rates) if rates else None,
+           "median_tokens_per_s": rate,
            "wall_s": rec.get("wall_s"), "device": rec.get("device"),
            "params": rec.get("params"), "layer_types": settings.get("model.layer_types")}
     if batch and seq:
