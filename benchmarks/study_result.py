@@ -19,9 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import statistics
 import subprocess
 
-from hybrid_jax.study.summary import run_progress
+from hybrid_jax.study.manifest import logged_rates
 
 
 def _read(path: pathlib.Path) -> dict:
@@ -33,12 +34,12 @@ def _read(path: pathlib.Path) -> dict:
 
 def _train(workdir: pathlib.Path, arch: str) -> dict:
     rec = _read(workdir / arch / "study_train.json")
-    last, rate = run_progress(workdir / arch)
+    last, rates = logged_rates(workdir / arch)
     settings = rec.get("settings", {})
     batch, seq = settings.get("train.batch_size"), settings.get("data.seq_len")
     out = {"arch": arch, "complete": bool(rec.get("complete")),
            "steps": rec.get("steps") if rec.get("complete") else last,
-           "median_tokens_per_s": rate,
+           "median_tokens_per_s": statistics.median(rates) if rates else None,
            "wall_s": rec.get("wall_s"), "device": rec.get("device"),
            "params": rec.get("params"), "layer_types": settings.get("model.layer_types")}
     if batch and seq:

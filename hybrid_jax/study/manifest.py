@@ -177,3 +177,21 @@ def diff_fields(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     keys = sorted(set(recorded) | set(current))
     return [f"{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in keys
             if recorded.get(k) != current.get(k)]
+
+
+def logged_rates(run_dir: str | os.PathLike) -> tuple[int, list[float]]:
+    """(the last step with a logged rate, the logged training tokens/s after the first
+    interval, which holds the compilation) from a run's metrics.jsonl; a line cut short
+    by a kill is skipped, and no file gives (0, [])."""
+    rows = []
+    try:
+        for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    except OSError:
+        pass
+    logged = [r for r in rows if "train/tokens_per_s" in r]
+    return (max((r.get("step", 0) for r in logged), default=0),
+            [r["train/tokens_per_s"] for r in logged[1:]])

@@ -16,7 +16,7 @@ import statistics
 import sys
 from typing import Any
 
-from hybrid_jax.study.manifest import Layout
+from hybrid_jax.study.manifest import Layout, logged_rates
 
 
 def _read(path: pathlib.Path) -> dict[str, Any]:
@@ -93,29 +93,11 @@ def stages_markdown(workdir: str | pathlib.Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_progress(run_dir: str | pathlib.Path) -> tuple[int, float | None]:
-    """(the last logged step, the median logged tokens/s) of a run's metrics.jsonl, the
-    first interval (which holds the compilation) left out; a line cut by a kill is
-    skipped, a missing file gives (0, None)."""
-    rows = []
-    try:
-        for line in (pathlib.Path(run_dir) / "metrics.jsonl").read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-    except OSError:
-        pass
-    logged = [r for r in rows if "train/tokens_per_s" in r]
-    rates = [r["train/tokens_per_s"] for r in logged[1:]]
-    last = max((r.get("step", 0) for r in logged), default=0)
-    return last, (statistics.median(rates) if rates else None)
-
-
 def _unfinished_row(layout: Layout, arch: str, rec: dict[str, Any]) -> str:
     """A run that has not finished (stopped, or still going): how far its metrics.jsonl
     got and at what rate; no wall time exists for it yet."""
-    last, rate = run_progress(layout.run(arch))
+    last, rates = logged_rates(layout.run(arch))
+    rate = statistics.median(rates) if rates else None
     return (f"| train {arch} (not finished) | - | - | {_rate(rate)} tokens/s (median interval) "
             f"up to step {last}, the last logged; rerun to resume | `{_cmd(rec)}` |")
 

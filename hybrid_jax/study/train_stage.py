@@ -34,6 +34,7 @@ from hybrid_jax.study.manifest import (
     StudyError,
     check_digests,
     diff_fields,
+    logged_rates,
     read_record,
     write_record,
 )
@@ -110,9 +111,7 @@ def _stream_state(run_dir: pathlib.Path) -> dict[str, Any]:
 def _throughput(run_dir: pathlib.Path) -> dict[str, float | None]:
     """Training tokens/s from metrics.jsonl: the median logging interval (after the
     first, which holds the compilation) and the best one."""
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()
-            if x.strip()]
-    rates = [r["train/tokens_per_s"] for r in rows if "train/tokens_per_s" in r][1:]
+    _, rates = logged_rates(run_dir)
     if not rates:
         return {"median": None, "max": None, "intervals": 0}
     return {"median": statistics.median(rates), "max": max(rates), "intervals": len(rates)}
