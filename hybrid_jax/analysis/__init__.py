@@ -14,6 +14,7 @@ statsmodels, matplotlib, spaCy and NLTK only, and no jax. Modules, in data-flow 
     filters    the filtered losses ALL / content-not-repeated / repeated-5-gram (numpy only)
     features   the per-token feature table
     gaps       per-category gaps with cluster-bootstrap CIs (documents resampled)
+    ranking    per-tag masks and the TOP-10∩NO-COPY ranking (list, report, cross-fit)
     multiple   Holm / Benjamini-Hochberg within each table, flagging thin rows
     filtered   filtered losses of every table, paired filtered gaps of every two models
     regression OLS of the gap on categories with the study's controls

@@ -118,6 +118,18 @@ for _fam, _tags in {
         _BROWN_BASE[_t] = _fam
 
 
+def _brown_base(part: str) -> str:
+    """One Brown tag (no "+"), lower case, its decorations removed."""
+    part = part.lower()
+    if part.startswith("fw-"):
+        part = part[3:]
+    for suffix in ("-tl", "-hl", "-nc"):
+        part = part.replace(suffix, "")
+    if part != "*" and part.endswith("*"):
+        part = part[:-1]
+    return part
+
+
 def brown_families(tag: str) -> int:
     """Family mask of one Brown tag (lower or upper case), decorations removed.
 
@@ -125,14 +137,8 @@ def brown_families(tag: str) -> int:
     tagger is trained on Brown, so only its own tags reach here.
     """
     out = 0
-    for part in tag.lower().split("+"):
-        if part.startswith("fw-"):
-            part = part[3:]
-        for suffix in ("-tl", "-hl", "-nc"):
-            part = part.replace(suffix, "")
-        if part != "*" and part.endswith("*"):
-            part = part[:-1]
-        out |= BIT[_BROWN_BASE.get(part, "pos_other")]
+    for part in tag.split("+"):
+        out |= BIT[_BROWN_BASE.get(_brown_base(part), "pos_other")]
     return out
 
 
@@ -202,3 +208,34 @@ def penn_families(tag: str, word: str, pos: str = "") -> int:
 def is_open_class(name: str) -> bool:
     """Content families are the open classes of the study's open/closed contrast."""
     return name in CONTENT
+
+
+# --- raw tags -----------------------------------------------------------------------
+# The tag tables and TOP-10∩NO-COPY rank the tagger's own tags, one level below the
+# families (the study's "Brown POS families": NN, NNS, NP, JJ, RB, VBD, ...). A tag is
+# named in upper case with Brown's decorations removed ("nn-tl", "fw-nn" -> NN: the same
+# word class, as for the families); Penn tags keep their names. No name means different
+# families in the two tagsets, so one table of names serves both.
+
+
+def tag_name(tag: str) -> str:
+    """The name of one raw tag (one "+"-part of a label): Penn tags as they are, Brown
+    tags upper-cased without decorations (nn-tl -> NN, bez* -> BEZ, * stays *)."""
+    if tag in _PENN_BASE:
+        return tag
+    return _brown_base(tag).upper()
+
+
+def tag_family(name: str) -> str | None:
+    """The family of a tag name (`tag_name`) by the tag alone, None for a tag neither
+    tagset has. (Penn's family also depends on the word, `penn_families`: spaCy's VBZ
+    "is" is aux_be; callers that count tokens intersect with the token's families.)"""
+    if name in _PENN_BASE:
+        return _PENN_BASE[name]
+    return _BROWN_BASE.get(name.lower())
+
+
+def open_class_tags() -> list[str]:
+    """Every tag name whose family is a content family, Brown's then Penn's."""
+    names = [t.upper() for t, f in _BROWN_BASE.items() if f in CONTENT]
+    return names + [t for t, f in _PENN_BASE.items() if f in CONTENT and t not in names]

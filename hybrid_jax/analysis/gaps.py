@@ -302,10 +302,29 @@ def family_table(boot: Bootstrap, gap: np.ndarray, feats: pd.DataFrame,
     `min_tokens` tokens are left out."""
     masks = category_masks(feats["tags"].to_numpy(), families.CATEGORIES)
     masks = {k: v for k, v in masks.items() if v.sum() >= max(min_tokens, 1)}
-    table = mean_table(boot, gap, masks)
-    table["group"] = [families.group_of(n) for n in table["name"]]
-    table["loss_a"] = [float(loss_a[masks[n]].mean()) for n in table["name"]]
-    table["loss_b"] = [float(loss_b[masks[n]].mean()) for n in table["name"]]
+    return _with_losses(mean_table(boot, gap, masks), masks, loss_a, loss_b, "group",
+                        families.group_of)
+
+
+def tag_table(boot: Bootstrap, gap: np.ndarray, masks: dict[str, np.ndarray],
+              loss_a: np.ndarray, loss_b: np.ndarray) -> pd.DataFrame:
+    """Per-tag gap with CI (the masks of `ranking.tag_masks`: a token counts for every
+    tag it carries), plus the tag's family and each model's mean loss, as the family
+    table; rows by gap, largest first (empty tags last)."""
+    masks = {k: v for k, v in masks.items() if v.any()}
+    table = _with_losses(mean_table(boot, gap, masks), masks, loss_a, loss_b, "family",
+                         families.tag_family)
+    return table.sort_values("mean", ascending=False, na_position="last",
+                             kind="stable").reset_index(drop=True)
+
+
+def _with_losses(table: pd.DataFrame, masks: dict[str, np.ndarray], loss_a: np.ndarray,
+                 loss_b: np.ndarray, column: str, of) -> pd.DataFrame:
+    """`table` (of `mean_table`) with `column` = of(name) and each model's mean loss."""
+    names = table["name"].tolist()
+    table[column] = [of(n) for n in names]
+    table["loss_a"] = [float(loss_a[masks[n]].mean()) for n in names]
+    table["loss_b"] = [float(loss_b[masks[n]].mean()) for n in names]
     return table
 
 
