@@ -29,7 +29,7 @@ TITLES = {
     "all": "All tokens",
     "content_not_repeated": "Content words, not in a repeat",
     "repeated_5gram": "Tokens completing a repeated 5-gram",
-    "top10_no_copy": "TOP-10 families, not in a repeat",
+    "top10_no_copy": "TOP-10 open-class tags, not in a repeat",
     "bracket": "Closing a bracket after filler",
     "repeat": "Repeating a 32-word span",
     "pronoun": "Choosing the pronoun",

@@ -9,13 +9,15 @@ Three token filters, after `token_analysis_method.md` §7 and the open replicati
                           study's "NO-COPY" (no repeated n-gram with n <= 4): a token
                           that completes any repeated n-gram has itself occurred before,
                           so "no repeated n-gram for n <= 4" is the same as "n = 0".
-    top10_no_copy         the study's TOP-10∩NO-COPY: tokens of the ten most
-                          hybrid-favoured open-class families (a ranking taken from
-                          elsewhere, e.g. a previous analysis' report.json:
-                          `pipeline.top_families_from_report`) with repeat length 0.
-                          Only present when such a ranking is given (`top=`): ranking
-                          families on the same data the filter is then measured on
-                          would select for noise.
+    top10_no_copy         the study's TOP-10∩NO-COPY: tokens carrying one of the ten
+                          most hybrid-favoured open-class tags (raw tagger tags: NN,
+                          JJ, RB, VBD, ...; our six content families would be all of
+                          them) with repeat length 0. Only present when the caller
+                          gives the tokens' flags (`top=`); the analysis ranks the tags
+                          elsewhere than on the tokens it filters (an explicit list, a
+                          previous report, or cross-fitting over documents:
+                          `ranking.py`), since ranking on the same data the filter is
+                          then measured on selects for noise.
     repeated_5gram        tokens that complete a 5-gram seen earlier in the context
                           (repeat length >= 5; the study's COPY-5).
 

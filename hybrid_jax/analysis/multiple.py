@@ -21,10 +21,10 @@ Leaving them out is valid because the flag depends on document counts only, neve
 the outcome.
 
 Which tables are families (what `pipeline.py` passes here): the categories of the
-family table; the domains; repeat lengths; recall-cliff bins (each curve); open/close
-per domain; filtered gaps; the paired filtered gaps of each training step (all pairs x
-filters of that step); the category terms of each regression (the controls are not
-hypotheses and are not adjusted).
+family table; the open-class tags of the tag table; the domains; repeat lengths;
+recall-cliff bins (each curve); open/close per domain; filtered gaps; the paired filtered
+gaps of each training step (all pairs x filters of that step); the category terms of
+each regression (the controls are not hypotheses and are not adjusted).
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ row-aligned with the first, every token inside its document, every document's te
 the one scored (stored digests, or a heuristic; `table.check_documents`). A and B are
 the two tables compared token by token (default: the first table and the first table
 of another model); every table, whatever
-its number, gets the filtered losses (ALL / content-not-repeated / repeated-5-gram, and
-TOP-10∩NO-COPY when a family ranking is given) so that checkpoints of several models
-draw curves over training steps, and every two models get paired filtered gaps at every
-step they share (`filtered.py`).
+its number, gets the filtered losses (ALL / content-not-repeated / TOP-10∩NO-COPY /
+repeated-5-gram) so that checkpoints of several models draw curves over training steps,
+and every two models get paired filtered gaps at every step they share (`filtered.py`).
+TOP-10∩NO-COPY's ten open-class tags come from a given list or report, else from a
+cross-fitted ranking on the A - B gap (`ranking.py`), never from the tokens they filter.
 
 Statistics of one analysis share one resampling unit (`cluster`: the document by
 default, or the window) and one bootstrap draw; the regression's standard errors are
@@ -25,7 +26,6 @@ flagged, never significant.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import time
 from collections.abc import Sequence
@@ -33,7 +33,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from hybrid_jax.analysis import families, filtered, filters, gaps, multiple, regression
+from hybrid_jax.analysis import (
+    families,
+    filtered,
+    filters,
+    gaps,
+    multiple,
+    ranking,
+    regression,
+)
 from hybrid_jax.analysis.features import build_features
 from hybrid_jax.analysis.table import (
     Document,
@@ -68,8 +76,11 @@ class Options:
     correction:  multiple-comparison adjustment within each table ("holm" | "bh" | "none").
     alpha:       significance level after correction.
     min_docs:    rows resting on fewer documents are flagged and never significant.
-    top_families, top_source: the ranking behind the TOP-10∩NO-COPY filter, and where
-                 it came from (None: the filter is not computed).
+    top_families, top_source: the ranking behind the TOP-10∩NO-COPY filter (families
+                 or tags, `ranking.resolve`), and where it came from; None: the
+                 cross-fitted ranking (`ranking.cross_fit`) of top_k tags.
+    top_k:       how many tags the cross-fitted ranking takes; 0 (and no top_families):
+                 no TOP-10∩NO-COPY filter.
     """
 
     n_boot: int = 2000
@@ -81,6 +92,7 @@ class Options:
     min_tokens: int = 20
     top_families: tuple[str, ...] | None = None
     top_source: str | None = None
+    top_k: int = 10
     regression: bool = True
     regression_max_rows: int | None = 2_000_000
 
@@ -95,13 +107,12 @@ class Options:
         if self.n_boot < 1 or self.min_docs < 1:
             raise TableError(f"n_boot ({self.n_boot}) and min_docs ({self.min_docs}) must "
                              "be >= 1")
+        if self.top_k < 0:
+            raise TableError(f"top_k must be >= 0, got {self.top_k}")
         if self.top_families is not None:
             if not self.top_families:
-                raise TableError("top_families is empty: give at least one family")
-            unknown = [f for f in self.top_families if f not in families.BIT]
-            if unknown:
-                raise TableError(f"top_families: unknown families {unknown}; known: "
-                                 f"{list(families.POS_FAMILIES)}")
+                raise TableError("top_families is empty: give at least one family or tag")
+            ranking.resolve(self.top_families)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -126,28 +137,11 @@ def pick_pair(tables: list[ScoreTable], a: str | None, b: str | None
 
 
 def top_families_from_report(path: str | pathlib.Path, k: int = 10) -> list[str]:
-    """The study's ranking for TOP-10∩NO-COPY from a previous analysis' report.json: the
-    (at most) k open-class families with the largest positive gap, largest first.
-
-    The families table there must come from other data (or another run) than the one
-    the filter is applied to: selecting on the same tokens biases the filter's gap."""
-    path = pathlib.Path(path)
-    try:
-        numbers = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise TableError(f"{path}: cannot read the family ranking ({e})") from e
-    except ValueError as e:
-        raise TableError(f"{path}: not a JSON report ({e})") from e
-    rows = numbers.get("families") if isinstance(numbers, dict) else None
-    if not isinstance(rows, list) or not rows:
-        raise TableError(f"{path}: no 'families' table (is it an analysis report.json?)")
-    cands = [(r["mean"], r["name"]) for r in rows
-             if isinstance(r, dict) and r.get("name") in families.BIT
-             and families.is_open_class(r["name"]) and isinstance(r.get("mean"), int | float)
-             and r["mean"] > 0]
-    if not cands:
-        raise TableError(f"{path}: no open-class family has a positive gap to rank")
-    return [name for _, name in sorted(cands, key=lambda x: -x[0])[:k]]
+    """The ranking for TOP-10∩NO-COPY from a previous analysis' report.json: the (at
+    most) k open-class tags of its `tags` table (an older report's families) with the
+    largest positive gap, largest first (`ranking.from_report`, which also says which
+    table it read)."""
+    return ranking.from_report(path, k)[0]
 
 
 def analyze(tables: list[ScoreTable], docs: dict[str, Document], tagger: Tagger, *,
@@ -156,19 +150,23 @@ def analyze(tables: list[ScoreTable], docs: dict[str, Document], tagger: Tagger,
             min_tokens: int = 20, regression_max_rows: int | None = 2_000_000,
             cluster: str = "document", correction: str = "holm", alpha: float = 0.05,
             min_docs: int = 5, top_families: Sequence[str] | None = None,
-            top_families_source: str | None = None, verify_docs: bool = True,
+            top_families_source: str | None = None, top_k: int = 10,
+            verify_docs: bool = True,
             features: tuple[pd.DataFrame, dict] | None = None) -> AnalysisResult:
     """Every statistic of the study for tables A and B (+ filtered losses of all tables
     and paired filtered gaps of every two models).
 
-    `top_families` (with `top_families_source`, said in the report) adds the
-    TOP-10∩NO-COPY filter; `verify_docs=False` skips the heuristic text check of tables
+    `top_families` (families or tags, with `top_families_source`, said in the report)
+    makes the TOP-10∩NO-COPY filter; without it the filter's `top_k` tags are
+    cross-fitted (`ranking.cross_fit`), and `top_k=0` leaves the filter out;
+    `verify_docs=False` skips the heuristic text check of tables
     without stored digests; `features` reuses a `build_features` result of the same
     tables and documents (its rows must be A's)."""
     opts = Options(n_boot=n_boot, seed=seed, cluster=cluster, correction=correction,
                    alpha=alpha, min_docs=min_docs, min_tokens=min_tokens,
                    top_families=None if top_families is None else tuple(top_families),
-                   top_source=top_families_source, regression_max_rows=regression_max_rows)
+                   top_source=top_families_source, top_k=top_k,
+                   regression_max_rows=regression_max_rows)
     opts.check()
     if len(tables) < 2:
         raise TableError(f"need at least two tables to compare, got {len(tables)}")
@@ -226,6 +224,10 @@ def statistics(tables: list[ScoreTable], ta: ScoreTable, tb: ScoreTable, feats: 
     frames: dict[str, pd.DataFrame] = {}
     frames["domains"] = mark(gaps.domain_table(boot, gap, feats["domain"].to_numpy()))
     frames["families"] = mark(gaps.family_table(boot, gap, feats, loss_a, loss_b))
+    labels = (feats["label"].to_numpy(dtype=object) if "label" in feats
+              else np.full(len(gap), "", dtype=object))
+    tag_masks = ranking.tag_masks(labels, tags)
+    frames["tags"] = mark(gaps.tag_table(boot, gap, tag_masks, loss_a, loss_b))
     cf = gaps.content_function(boot, gap, tags)
     frames["content_function"] = mark(cf["table"])
     frames["open_close"] = mark(gaps.open_close(boot, gap, feats))
@@ -237,10 +239,14 @@ def statistics(tables: list[ScoreTable], ta: ScoreTable, tb: ScoreTable, feats: 
         boot, gap, feats["prev_dist"].to_numpy(), np.ones(len(gap), bool)))
     slope = gaps.vocab_slope(boot, gap, tags, extras["vocab"], min_tokens=opts.min_tokens)
 
-    top = (None if opts.top_families is None
-           else filters.family_flags(tags, opts.top_families))
+    top, top_meta, top_warnings = _top_filter(tables, ta, tb, feats, labels, tag_masks, opts)
     masks = filters.masks_from_repeats(feats["rep"].to_numpy(), filters.content_flags(tags),
                                        top=top)
+    if top is not None and np.array_equal(masks[filters.TOP_NO_COPY],
+                                          masks["content_not_repeated"]):
+        top_warnings.append(f"{filters.TOP_NO_COPY} keeps exactly the tokens of "
+                            "content_not_repeated: its ranking names every open class "
+                            "present, so it is no TOP-10")
     fs = filtered.filter_sums(boot, tables, masks)
     frames["filtered_losses"] = filtered.filtered_losses(boot, tables, fs)
     frames["filtered_gaps"] = mark(gaps.mean_table(boot, gap, masks))
@@ -255,7 +261,7 @@ def statistics(tables: list[ScoreTable], ta: ScoreTable, tb: ScoreTable, feats: 
            else {"skipped": "not requested"})
     times["regression"] = time.perf_counter() - t0
 
-    warnings = list(extras["warnings"]) + pair_warnings
+    warnings = list(extras["warnings"]) + pair_warnings + top_warnings
     flagged = frames["families"].loc[frames["families"]["flagged"], ["name", "n", "n_docs"]]
     numbers = {
         "meta": {
@@ -275,22 +281,21 @@ def statistics(tables: list[ScoreTable], ta: ScoreTable, tb: ScoreTable, feats: 
                 "p_values": "two-sided t tests of each estimate over its bootstrap standard "
                             "error, with the intervals' small-sample terms (k effective "
                             "clusters: variance x k/(k-1), k-1 degrees of freedom)",
-                "families": "each table is one family: categories, domains, repeat "
-                            "lengths, each recall-cliff curve, open/close per domain, "
+                "families": "each table is one family: categories, open-class tags, "
+                            "domains, repeat lengths, each recall-cliff curve, open/close "
+                            "per domain, "
                             "content/function, filtered gaps, the paired filtered gaps of "
                             "each training step, the category terms of each regression",
             },
             "flagged": _records(flagged),
-            "top_families": (None if opts.top_families is None else
-                             {"families": list(opts.top_families),
-                              "source": opts.top_source or "given by the caller",
-                              "filter": filters.TOP_NO_COPY}),
+            "top_families": top_meta,
             "documents_check": None,
             "tokens_per_domain": {str(k): int(v) for k, v in
                                   feats["domain"].value_counts().sort_index().items()},
         },
         "domains": _records(frames["domains"]),
         "families": _records(frames["families"]),
+        "tags": _records(frames["tags"]),
         "content_function": {"table": _records(frames["content_function"]),
                              "diff": cf["diff"]},
         "open_close": _records(frames["open_close"]),
@@ -310,6 +315,37 @@ def statistics(tables: list[ScoreTable], ta: ScoreTable, tb: ScoreTable, feats: 
     tokens["gap"] = gap
     return AnalysisResult(numbers=numbers, frames=frames, tokens=tokens, docs={},
                           timings=times)
+
+
+def _top_filter(tables: list[ScoreTable], ta: ScoreTable, tb: ScoreTable,
+                feats: pd.DataFrame, labels: np.ndarray, tag_masks: dict[str, np.ndarray],
+                opts: Options) -> tuple[np.ndarray | None, dict | None, list[str]]:
+    """(flags [n] of the TOP-10 tokens before the repeat condition, or None: no filter;
+    the report's `meta.top_families`; warnings)."""
+    tags = feats["tags"].to_numpy()
+    if opts.top_families is not None:
+        names = ranking.resolve(opts.top_families)
+        return ranking.name_flags(names, tags, labels), {
+            "families": names, "source": opts.top_source or "given by the caller",
+            "filter": filters.TOP_NO_COPY, "computed": True}, []
+    if opts.top_k == 0:
+        return None, None, []
+    ra, rb = ranking.ranking_pair(tables, ta, tb)
+    cf = ranking.cross_fit(ra.frame["loss"].to_numpy() - rb.frame["loss"].to_numpy(),
+                           tag_masks, feats["doc_id"].to_numpy(), feats["domain"].to_numpy(),
+                           k=opts.top_k, min_docs=opts.min_docs)
+    computed = bool(cf.flags.any())
+    meta = {"families": cf.names,
+            "source": f"cross-fitted: each of {ranking.FOLDS} document folds filtered "
+                      f"by the top {opts.top_k} open-class tags of the next fold, by the "
+                      f"gap {ra.name} - {rb.name}",
+            "filter": filters.TOP_NO_COPY, "computed": computed,
+            "cross_fit": {"a": ra.name, "b": rb.name, "k": opts.top_k,
+                          "min_docs": opts.min_docs, "folds": cf.describe()}}
+    warnings = [] if computed else [
+        f"{filters.TOP_NO_COPY} is not computed: no fold of the cross-fitted ranking has "
+        f"an open-class tag with a positive gap on >= {opts.min_docs} documents"]
+    return (cf.flags if computed else None), meta, warnings
 
 
 def _regressions(gap: np.ndarray, feats: pd.DataFrame, difficulty: np.ndarray,

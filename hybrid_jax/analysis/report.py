@@ -73,6 +73,8 @@ def html_table(frame: pd.DataFrame, cols: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+TAG_ROWS = 15  # rows of the tag table shown in report.md / .html
+
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:62em;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
@@ -102,11 +104,7 @@ def statistics_prose(n: dict) -> str:
     fl = (", ".join(f"`{r['name']}` ({r['n_docs']} doc{'s' if r['n_docs'] != 1 else ''}, "
                     f"{r['n']:,} tokens)" for r in flagged) if flagged else "none")
     dc = m.get("documents_check") or {}
-    top = m.get("top_families")
-    top_s = (f" TOP-10∩NO-COPY (`{top['filter']}`) uses the families "
-             f"{', '.join(top['families'])}, ranked by {top['source']}." if top else
-             " TOP-10∩NO-COPY is not computed: no family ranking was given (`--top_families` "
-             "or `--top_families_from`; ranking on the same tokens would select noise).")
+    top_s = " " + top_prose(m.get("top_families"))
     return (f"Clustering unit: {m['cluster']} ({m['n_clusters']:,} {m['cluster']}s); "
             f"every interval of this report resamples {m['cluster']}s (filtered losses, "
             "paired gaps, categories, domains, open/close, repeat lengths, recall cliff, "
@@ -118,6 +116,29 @@ def statistics_prose(n: dict) -> str:
             f"{c['min_docs']} documents are flagged: shown, never significant, left out of "
             f"the correction. Flagged categories: {fl}. Documents: "
             f"{dc.get('method', 'unknown')}: {dc.get('detail', '')}.{top_s}")
+
+
+def top_prose(top: dict | None) -> str:
+    """What the TOP-10∩NO-COPY filter is made of (`meta.top_families`), in words."""
+    if top is None:
+        return ("TOP-10∩NO-COPY is not computed: `--top_k=0` (study.top_k = 0) and no "
+                "ranking given.")
+    cf = top.get("cross_fit")
+    if cf is None:
+        return (f"TOP-10∩NO-COPY (`{top['filter']}`) keeps the tokens, not in a repeat, of "
+                f"{', '.join(top['families'])}, ranked by {top['source']}.")
+    folds = "; ".join(f"fold {f['fold']} ({f['n_docs']} docs): "
+                      f"{', '.join(f['tags']) or 'no tag'}" for f in cf["folds"])
+    head = (f"TOP-10∩NO-COPY (`{top['filter']}`) is cross-fitted: the documents are dealt "
+            f"into {len(cf['folds'])} folds (by domain, in the order of a hash of their "
+            f"ids), and the tokens of each fold, not in a repeat, are kept when they carry "
+            f"one of the {cf['k']} open-class tags with the largest positive gap "
+            f"{cf['a']} − {cf['b']} on the next fold's documents (tags on >= "
+            f"{cf['min_docs']} of them), so no token is selected by its own document's "
+            f"losses. Tags by fold: {folds}.")
+    if not top.get("computed", True):
+        head += " No fold found such a tag, so the filter is not computed."
+    return head
 
 
 _Section = tuple[str, str | list[str], list[tuple[pd.DataFrame, list[str]]], str | None]
@@ -152,6 +173,15 @@ def _sections(res: AnalysisResult, probes: pd.DataFrame | None) -> list[_Section
          "words and code/markup spans it overlaps).",
          [(f["families"], ["name", "group", "n", "n_docs", "mean", "lo", "hi", *test,
                            "loss_a", "loss_b"])], "families"),
+        ("Gap by open-class tag",
+         f"Mean gap of the tokens of each open-class tag: the tagger's own tags whose "
+         f"family is a content family, Brown's decorations removed (NN-TL is NN); a token "
+         f"overlapping several words counts for each of their tags. The "
+         f"{min(TAG_ROWS, len(f['tags']))} largest gaps of {len(f['tags'])} tags "
+         f"(report.json `tags` has them all; one family of the correction). Which of "
+         f"them make TOP-10∩NO-COPY: Statistics.",
+         [(f["tags"].head(TAG_ROWS), ["name", "family", "n", "n_docs", "mean", "lo", "hi",
+                                      *test])], None),
         ("Content vs function",
          f"content − function = {_fmt(cf['diff'])} nats [{_fmt(cf['lo'])}, {_fmt(cf['hi'])}], "
          f"p = {_fmt(cf['p'])} (one test).",
@@ -193,7 +223,7 @@ def _sections(res: AnalysisResult, probes: pd.DataFrame | None) -> list[_Section
                  f"of the correction (the controls are not tested). {ref}", reg_tables, None))
     secs.append(("Filtered losses",
                  "Mean loss of every table under the filters (`filters.py`): ALL, "
-                 "content-not-repeated, TOP-10∩NO-COPY when a ranking is given, "
+                 "content-not-repeated, TOP-10∩NO-COPY (its tags: Statistics above), "
                  "repeated-5-gram; and the A − B gap under each. Each table's interval is "
                  "its own (marginal); paired gaps are above.",
                  [(f["filtered_losses"], ["table", "model", "step", "filter", "n", "n_docs",

@@ -10,9 +10,11 @@ every two models paired filtered gaps at every step both have); all must be scor
 the same eval pack. A and B default to the first table and the first table of another
 model; gap = loss_A - loss_B in nats (> 0: B better). Intervals resample documents
 (--cluster), each table of tests is corrected for multiple comparisons (--correction),
-categories on fewer than --min_docs documents are flagged. --top_families or
---top_families_from adds the TOP-10∩NO-COPY filter. Writes report.html, report.md,
-report.json, figures/ and tokens/ under --out. Needs no JAX:
+categories on fewer than --min_docs documents are flagged. The TOP-10∩NO-COPY filter
+keeps the non-repeated tokens of the --top_k most B-favoured open-class tags, ranked
+on other documents than the ones they filter (cross-fitted, `analysis/ranking.py`)
+unless --top_families or --top_families_from names them. Writes report.html,
+report.md, report.json, figures/ and tokens/ under --out. Needs no JAX:
 `pip install hybrid_jax[analysis]`.
 """
 
@@ -56,12 +58,16 @@ _CORRECTION = flags.DEFINE_enum("correction", "holm", ["holm", "bh", "none"],
 _ALPHA = flags.DEFINE_float("alpha", 0.05, "Significance level after the correction.")
 _MIN_DOCS = flags.DEFINE_integer("min_docs", 5, "Rows resting on fewer documents are "
                                  "flagged and never significant.")
-_TOP = flags.DEFINE_list("top_families", None, "Families of the TOP-10∩NO-COPY filter "
-                         "(e.g. noun,adjective,adverb).")
+_TOP = flags.DEFINE_list("top_families", None, "Families or tags of the TOP-10∩NO-COPY "
+                         "filter (e.g. NN,JJ,RB or noun,adverb); default: the "
+                         "cross-fitted ranking of --top_k open-class tags.")
 _TOP_FROM = flags.DEFINE_string("top_families_from", None, "A previous analysis' "
-                                "report.json: its most hybrid-favoured open-class "
-                                "families make the TOP-10∩NO-COPY filter.")
-_TOP_K = flags.DEFINE_integer("top_k", 10, "How many families --top_families_from takes.")
+                                "report.json: its most hybrid-favoured open-class tags "
+                                "(families, for a report without a tags table) make the "
+                                "TOP-10∩NO-COPY filter.")
+_TOP_K = flags.DEFINE_integer("top_k", 10, "How many tags the ranking takes "
+                              "(--top_families_from, or the cross-fitted default); 0 "
+                              "with neither ranking flag: no TOP-10∩NO-COPY filter.")
 _VERIFY = flags.DEFINE_bool("verify_docs", True, "For tables without stored document "
                             "digests, check the documents against the tables by token "
                             "surfaces (a heuristic); off: the report says they were not "
@@ -79,8 +85,9 @@ def main(argv: list[str]) -> None:
     import pandas as pd
 
     from hybrid_jax.analysis.features import load_ref_counts
-    from hybrid_jax.analysis.pipeline import analyze, top_families_from_report
+    from hybrid_jax.analysis.pipeline import analyze
     from hybrid_jax.analysis.probes import summarize_probes
+    from hybrid_jax.analysis.ranking import from_report
     from hybrid_jax.analysis.report import paired_lines, write_report
     from hybrid_jax.analysis.table import (
         check_aligned,
@@ -111,13 +118,14 @@ def main(argv: list[str]) -> None:
         raise app.UsageError("give --top_families or --top_families_from, not both")
     top, top_source = _TOP.value or None, "--top_families" if _TOP.value else None
     if _TOP_FROM.value:
-        top = top_families_from_report(_TOP_FROM.value, _TOP_K.value)
-        top_source = f"the families table of {_TOP_FROM.value} (top {_TOP_K.value} open-class)"
+        top, table = from_report(_TOP_FROM.value, _TOP_K.value)
+        top_source = f"the {table} table of {_TOP_FROM.value} (top {_TOP_K.value} open-class)"
     result = analyze(tables, docs, tagger, a=_A.value, b=_B.value, ref_counts=ref,
                      n_boot=_BOOT.value, seed=_SEED.value, min_tokens=_MIN.value,
                      cluster=_CLUSTER.value, correction=_CORRECTION.value,
                      alpha=_ALPHA.value, min_docs=_MIN_DOCS.value, top_families=top,
-                     top_families_source=top_source, verify_docs=_VERIFY.value)
+                     top_families_source=top_source, top_k=_TOP_K.value,
+                     verify_docs=_VERIFY.value)
     paths = write_report(result, _OUT.value, probes=probes, token_docs=_VIEW_IDS.value or None,
                          token_docs_per_domain=_VIEW_N.value)
     meta = result.numbers["meta"]

@@ -11,7 +11,7 @@ from hybrid_jax.analysis import families, synthetic
 from hybrid_jax.analysis.features import build_features
 from hybrid_jax.analysis.pipeline import analyze
 from hybrid_jax.analysis.report import write_report
-from hybrid_jax.analysis.table import ScoreTable, validate_frame
+from hybrid_jax.analysis.table import ScoreTable, TableError, validate_frame
 
 AMOUNT = 0.25  # nats
 PLANTED = "adjective"
@@ -29,13 +29,29 @@ def setup(corpus_docs, brown_tagger):
     return docs, frame_a, loss_a, feats["tags"].to_numpy()
 
 
+@pytest.fixture(scope="module")
+def labels(setup, brown_tagger):
+    """The tagger's labels of the setup's tokens (the feature table's `label`)."""
+    docs, frame_a, _, _ = setup
+    return build_features(frame_a, docs, brown_tagger)[0]["label"].to_numpy(dtype=object)
+
+
+def _tag_tokens(labels, tags, name):
+    """bool [n]: tokens carrying the open-class tag `name`, token by token."""
+    fam = families.tag_family(name)
+    return np.array([any(families.tag_name(p) == name for p in lab.split("+") if p)
+                     and bool(t & families.BIT[fam]) for lab, t in zip(labels, tags,
+                                                                        strict=True)])
+
+
 def tables(frame_a, loss_b):
     a = ScoreTable("transformer", frame_a, "transformer")
     b = ScoreTable("hybrid", validate_frame(frame_a.assign(loss=loss_b), "B"), "hybrid")
     return [a, b]
 
 
-def test_planted_gap_is_found_on_exactly_that_category(setup, brown_tagger, tmp_path):
+def test_planted_gap_is_found_on_exactly_that_category(setup, labels, brown_tagger,
+                                                        tmp_path):
     docs, frame_a, loss_a, tags = setup
     planted = families.has(tags, PLANTED)
     assert planted.sum() > 100
@@ -81,12 +97,34 @@ def test_planted_gap_is_found_on_exactly_that_category(setup, brown_tagger, tmp_
     assert (tmp_path / "figures" / "families.png").stat().st_size > 1000
     assert numbers["token_views"] and (tmp_path / numbers["token_views"][0]).is_file()
     assert f"| {PLANTED} | content |" in paths["md"].read_text()
+    # The tag table: every open-class tag's gap is the amount times its share of
+    # adjective tokens (the amount itself on the adjective tags), counted token by token.
+    assert [r["mean"] for r in numbers["tags"]] == sorted(
+        (r["mean"] for r in numbers["tags"]), reverse=True)
+    tag_rows = {r["name"]: r for r in numbers["tags"]}
+    assert {"JJ", "NN", "NNS", "VB", "RB"} <= set(tag_rows)
+    for name, r in tag_rows.items():
+        sel = _tag_tokens(labels, tags, name)
+        assert r["n"] == sel.sum() and r["family"] == families.tag_family(name), name
+        assert r["n_docs"] == len(set(frame_a["doc_id"][sel])), name
+        assert r["flagged"] == (r["n_docs"] < 5), name
+        assert abs(r["mean"] - AMOUNT * planted[sel].mean()) < 1e-9, name
+    assert abs(tag_rows["JJ"]["mean"] - AMOUNT) < 1e-9 and tag_rows["JJ"]["significant"]
+    assert "## Gap by open-class tag" in md and "| JJ | adjective |" in md
+    # The cross-fitted TOP-10 (the default) ranks the adjective tags first in every fold
+    # that has them on enough documents.
+    top = numbers["meta"]["top_families"]
+    assert top["computed"] and len(top["cross_fit"]["folds"]) == 3
+    for fold in top["cross_fit"]["folds"]:
+        adj = [t for t in fold["tags"] if families.tag_family(t) == PLANTED]
+        assert fold["tags"][:len(adj)] == adj
+    assert "is cross-fitted" in md
 
 
 def _gap_numbers(numbers):
     """Every gap-valued number of the report (not losses, counts or p-values)."""
     out = []
-    for key in ("domains", "families", "repeat_length", "filtered_gaps"):
+    for key in ("domains", "families", "tags", "repeat_length", "filtered_gaps"):
         out += [(key, r["name"] if "name" in r else r["n"], r) for r in numbers[key]]
     out += [("content_function", r["name"], r) for r in numbers["content_function"]["table"]]
     out += [("recall_cliff", r["name"], r) for k in ("copy5", "token")
@@ -180,7 +218,7 @@ def test_three_models_with_checkpoints_get_filtered_loss_curves(setup, brown_tag
     assert filtered_curves(res.frames["filtered_losses"]) is not None
 
 
-def test_analyze_app_statistics_flags_and_top_families_from(setup, tmp_path):
+def test_analyze_app_statistics_flags_and_top_families_from(setup, labels, tmp_path):
     from absl import flags
 
     from hybrid_jax.analysis.table import write_table
@@ -209,17 +247,26 @@ def test_analyze_app_statistics_flags_and_top_families_from(setup, tmp_path):
     numbers = json.loads((tmp_path / "second" / "report.json").read_text())
     meta = numbers["meta"]
     assert meta["cluster"] == "window" and meta["correction"]["method"] == "bh"
-    assert meta["top_families"]["families"] == ["adjective", "noun"]
+    first = json.loads((tmp_path / "first" / "report.json").read_text())
+    ranked = [r["name"] for r in first["tags"] if r["mean"] > 0 and not r["flagged"]][:2]
+    assert meta["top_families"]["families"] == ranked
+    assert all(families.tag_family(t) in ("adjective", "noun") for t in ranked)
+    assert "the tags table of" in meta["top_families"]["source"]
     assert "first/report.json" in meta["top_families"]["source"]
     assert meta["documents_check"]["method"] == "surface heuristic"
     (row,) = [r for r in numbers["filtered_gaps"] if r["name"] == "top10_no_copy"]
-    top = planted & (_rep_lengths(tmp_path / "a.parquet") == 0)
-    want = (0.2 * families.has(tags, "adjective") + 0.1 * (families.has(tags, "noun")
-            & ~families.has(tags, "adjective")))[top].mean()
-    assert abs(row["mean"] - want) < 1e-9
+    top = (_tag_tokens(labels, tags, ranked[0]) | _tag_tokens(labels, tags, ranked[1])) \
+        & (_rep_lengths(tmp_path / "a.parquet") == 0)
+    assert abs(row["mean"] - (loss_a - loss_b)[top].mean()) < 1e-9 and row["n"] == top.sum()
+    assert planted[top].all()
     md = (tmp_path / "second" / "report.md").read_text()
     assert "Clustering unit: window (" in md and "Benjamini-Hochberg" in md
     assert "Flagged categories:" in md and "top10_no_copy" in md
+    # An explicit list names families or tags; an unknown name is a one-line error.
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["analyze", *common, f"--out={tmp_path / 'third'}", "--top_families=jj,nouns"])
+    with pytest.raises(TableError, match=r"unknown families or tags \['nouns'\]"):
+        app.main([])
 
 
 def _rep_lengths(path):

@@ -5,7 +5,8 @@ each cut to 8000 characters and spread over ~8 windows of 256 tokens), with the 
 real comparison has: a per-document multiplicative effect exp(N(0, 0.05)) on each
 model's losses (one document is harder for one model than the other) plus token noise.
 The models are exchangeable, so every true gap is 0. Over the null replicates the share
-of 95% intervals that exclude 0 must stay <= 8% for the filters, the domains and the
+of 95% intervals that exclude 0 must stay <= 8% for the filters (TOP-10∩NO-COPY among
+them, cross-fitted on each replicate's own gap: `ranking.py`), the domains and the
 categories, with the default clustering (documents). The same replicates clustered by
 window (what the analysis did before) exclude 0 three to seven times as often, so the
 test can fail. A planted effect (-0.3 nats on repeated 5-grams) is recovered with its
@@ -64,6 +65,7 @@ def exclusion_rates(data, cluster, reps):
         tabs = noisy_tables(frame, base, doc, r)
         res = statistics(tabs, tabs[0], tabs[1], feats, extras,
                          Options(n_boot=N_BOOT, seed=r, cluster=cluster, regression=False))
+        assert filters.TOP_NO_COPY in set(res.frames["filtered_gaps"]["name"])
         for g, key in GROUPS.items():
             t = res.frames[key]
             t = t[~t["flagged"]]  # shown, but never tested: not a claim to calibrate

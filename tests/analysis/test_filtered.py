@@ -80,6 +80,8 @@ def test_top10_no_copy_is_top_families_without_repeats():
 
 
 def test_top_families_from_a_previous_report(tmp_path):
+    # A report from before the tag table: its families rank (test_ranking.py has the
+    # tag table's).
     rows = [{"name": "noun", "group": "content", "mean": 0.02},
             {"name": "adverb", "group": "content", "mean": 0.05},
             {"name": "verb", "group": "content", "mean": -0.01},
@@ -91,7 +93,7 @@ def test_top_families_from_a_previous_report(tmp_path):
     assert top_families_from_report(p) == ["adverb", "adjective", "noun"]
     assert top_families_from_report(p, k=2) == ["adverb", "adjective"]
     p.write_text("{}")
-    with pytest.raises(TableError, match="no 'families' table"):
+    with pytest.raises(TableError, match="no 'tags' or 'families' table"):
         top_families_from_report(p)
     with pytest.raises(TableError, match="cannot read"):
         top_families_from_report(tmp_path / "missing.json")
@@ -102,7 +104,9 @@ def test_bad_options_are_one_line_errors():
 
     for kw, msg in (({"cluster": "windows"}, "cluster unit 'windows'"),
                     ({"correction": "bonferroni"}, "correction 'bonferroni'"),
-                    ({"top_families": ("noun", "nouns")}, r"unknown families \['nouns'\]"),
+                    ({"top_families": ("noun", "nouns")},
+                     r"unknown families or tags \['nouns'\]"),
+                    ({"top_k": -1}, "top_k must be >= 0"),
                     ({"top_families": ()}, "top_families is empty"),
                     ({"min_docs": 0}, "must be >= 1")):
         with pytest.raises(TableError, match=msg):
