@@ -89,7 +89,9 @@ def get_config(arg: str = ""):
         score_exports="*",  # globs of the export names to score (e.g. anneal_*)
         tagger="auto",
         n_boot=1000,
-        top_families="",  # TOP-10∩NO-COPY ranking: "a,b,..." or "report:<report.json>"
-        top_k=10,
+        # TOP-10∩NO-COPY ranking: "" cross-fitted on the A - B gap, "a,b,..." families
+        # or tags (NN,JJ,noun), or "report:<report.json>" (its tags table)
+        top_families="",
+        top_k=10,  # how many tags the ranking takes; 0 with top_families "": no filter
     )
     return config

@@ -15,6 +15,9 @@ statistic it checks that everything belongs to one study, and refuses otherwise 
 The tables go to `analysis.pipeline.analyze` as the study always passed them: each
 architecture's last export under the architecture's name (the comparison), then every
 other export as `<arch>@<step>` (the curves), A / B = transformer / hybrid when present.
+TOP-10∩NO-COPY's tags are `study.top_families` (a list of families or tags, or
+`report:<report.json>`), else cross-fitted on the A - B gap at the last common export
+(`analysis/ranking.py`); `study.top_k` = 0 with no list leaves the filter out.
 """
 
 from __future__ import annotations
@@ -122,14 +125,16 @@ def _pack_docs(layout: Layout, prep: dict[str, Any]) -> pathlib.Path:
 
 
 def _top_families(s: dict[str, Any]) -> tuple[list[str] | None, str | None]:
+    """(names, source) of `study.top_families`; (None, None): the cross-fitted default."""
     value = s["top_families"].strip()
     if not value:
         return None, None
     if value.startswith("report:"):
-        from hybrid_jax.analysis.pipeline import top_families_from_report
+        from hybrid_jax.analysis.ranking import from_report
 
         path = value.removeprefix("report:")
-        return top_families_from_report(path, k=s["top_k"]), f"ranking of {path}"
+        names, table = from_report(path, k=s["top_k"])
+        return names, f"the {table} table of {path} (top {s['top_k']} open-class)"
     return [f.strip() for f in value.split(",") if f.strip()], "config list (study.top_families)"
 
 
@@ -198,11 +203,14 @@ def analyze_stage(config, workdir: str, *, archs: list[str] | None = None,
         extra["top_families"] = top
         if "top_families_source" in params:
             extra["top_families_source"] = top_source
+    if "top_k" in inspect.signature(analyze).parameters:
+        extra["top_k"] = s["top_k"]
     t0 = time.perf_counter()
     result = analyze(final_tables + curve_tables, read_documents([docs_file]),
                      make_tagger(tagger or s["tagger"]), a=a, b=b, n_boot=s["n_boot"],
                      **extra)
     t_analyze = time.perf_counter() - t0
+    used = result.numbers["meta"].get("top_families") or {}
     report = write_report(result, layout.report, probes=probes)
     overall = result.frames["domains"].iloc[0]
     gap = {"a": a, "b": b, "mean": float(overall["mean"]), "lo": float(overall["lo"]),
@@ -211,7 +219,8 @@ def analyze_stage(config, workdir: str, *, archs: list[str] | None = None,
         "digests": prep["digests"], "archs": order, "a": a, "b": b,
         "tables": [{"name": t.name, "model": t.model, "step": t.step, "rows": len(t.frame)}
                    for t in final_tables + curve_tables],
-        "streams": streams, "top_families": top, "top_families_source": top_source,
+        "streams": streams, "top_families": used.get("families"),
+        "top_families_source": used.get("source"),
         "gap": gap, "analysis_s": t_analyze, "wall_s": time.perf_counter() - t_start,
         "timings": result.timings,
     })

@@ -53,8 +53,10 @@ STUDY_DEFAULTS: dict[str, Any] = dict(
     score_exports="*",  # comma-separated globs of export names (anneal_*, final, ...)
     tagger="auto",
     n_boot=1000,
-    top_families="",  # TOP-10∩NO-COPY ranking: "a,b,c" or "report:<report.json>"
-    top_k=10,
+    # TOP-10∩NO-COPY ranking: "" cross-fitted on the A - B gap, "a,b,c" families or
+    # tags (NN,JJ,noun), or "report:<report.json>" (its tags table)
+    top_families="",
+    top_k=10,  # how many tags the ranking takes; 0 with top_families "": no filter
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pathlib
 
 import ml_collections
 import pytest
@@ -61,3 +62,30 @@ def test_the_stages_table_shows_how_far_an_unfinished_run_got(tmp_path):
     assert len(row) == 1 and row[0].startswith(
         "| train hybrid (not finished) | - | - | 800,000 tokens/s (median interval) up to "
         "step 200, the last logged; rerun to resume | `")  # then the command it ran
+
+
+def test_top10_ranking_of_the_gpu_recipe_and_the_study_settings(tmp_path):
+    import importlib.util
+
+    from hybrid_jax.analysis.table import TableError
+    from hybrid_jax.study.analyze_stage import _top_families
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("study_gpu", root / "configs" / "study_gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    s = settings(module.get_config("shared=none"))
+    # The GPU recipe ranks tags, cross-fitted (analyze's default), not the six families.
+    assert (s["top_families"], s["top_k"]) == ("", 10)
+    assert _top_families(s) == (None, None)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"tags": [{"name": "NN", "mean": 0.01},
+                                           {"name": "JJ", "mean": 0.03},
+                                           {"name": "RB", "mean": 0.02}],
+                                  "families": [{"name": "noun", "mean": 0.5}]}))
+    assert _top_families({"top_families": f"report:{report}", "top_k": 2}) == (
+        ["JJ", "RB"], f"the tags table of {report} (top 2 open-class)")
+    assert _top_families({"top_families": "NN, noun", "top_k": 10}) == (
+        ["NN", "noun"], "config list (study.top_families)")
+    with pytest.raises(TableError, match="cannot read the ranking"):
+        _top_families({"top_families": f"report:{tmp_path / 'none.json'}", "top_k": 10})
