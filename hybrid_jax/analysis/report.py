@@ -178,8 +178,8 @@ def _sections(res: AnalysisResult, probes: pd.DataFrame | None) -> list[_Section
          f"family is a content family, Brown's decorations removed (NN-TL is NN); a token "
          f"overlapping several words counts for each of their tags. The "
          f"{min(TAG_ROWS, len(f['tags']))} largest gaps of {len(f['tags'])} tags "
-         f"(report.json `tags` has them all; one family of the correction). Which of "
-         f"them make TOP-10∩NO-COPY: Statistics.",
+         f"(report.json `tags` has them all; one family of the correction). The tags "
+         f"TOP-10∩NO-COPY keeps are listed under Statistics.",
          [(f["tags"].head(TAG_ROWS), ["name", "family", "n", "n_docs", "mean", "lo", "hi",
                                       *test])], None),
         ("Content vs function",
