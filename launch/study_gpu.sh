@@ -18,7 +18,8 @@
 # machine stops a command at 600 s), RESERVE_S (45: kept after training for scoring and
 # packing, per architecture: scoring compiles once per architecture; on 2026-12-07, when
 # every export still compiled its own scorer, each took 10-18 s, nearly all compiling),
-# BENCH (1: run train_throughput.py when 100 s are left).
+# BENCH (1: run train_throughput.py when 100 s are left), BENCH_ARCHS (the architectures it
+# measures, comma-separated; default the call's ARCHs).
 # Missing Python modules come from ./.whl: pure-Python wheels go on PYTHONPATH, the others
 # are installed from there with pip --no-index into $WORKDIR/.site. The shared corpus is
 # read from ./.shared/corpus when that folder exists (a copy of ../shared/data/corpus).
@@ -146,8 +147,9 @@ pack_started
 
 # ------------------------------------------------------------------ the baseline, if time is left
 if [[ ${BENCH:-1} == 1 && $(left) -gt 100 ]]; then
-  stamp "train_throughput.py ${archs[*]} at the training shape"
-  timeout "$(left)" "$py" benchmarks/train_throughput.py --archs="$(IFS=,; echo "${archs[*]}")" \
+  bench_archs=${BENCH_ARCHS:-$(IFS=,; echo "${archs[*]}")}
+  stamp "train_throughput.py $bench_archs at the training shape"
+  timeout "$(left)" "$py" benchmarks/train_throughput.py --archs="$bench_archs" \
     --sizes=60m --seq_len=1024 --batch=64 --vocab_size=32768 --steps=10 \
     --timeout_s="$(left)" --out="$OUT/throughput.json"
 fi
