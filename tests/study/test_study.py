@@ -222,3 +222,33 @@ def test_study_result_condenses_the_workdir(study):
         (a, s) for a in sorted(ARCHS) for s in (2, 4)]
     assert out["paired_filtered"] == report["paired_filtered"]
     assert out["filtered_losses"] == report["filtered_losses"]
+
+
+def test_publish_report_copies_the_report_without_the_documents_text(study, tmp_path):
+    # benchmarks/publish_report.py: what goes under docs/study/ from a GPU study's report.
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "publish_report.py"
+    spec = importlib.util.spec_from_file_location("publish_report", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = study["staged"] / "report"
+    src_md = (report / "report.md").read_text()
+    src_json = json.loads((report / "report.json").read_text())
+    assert "## Token views" in src_md and src_json.get("token_views")
+    out = tmp_path / "published"
+    module.publish(report, out)
+    md = (out / "report.md").read_text()
+    head, _, rest = src_md.partition("## Token views")
+    after = rest[rest.find("\n## "):] if "\n## " in rest else ""
+    assert md == f"{head}## Token views\n\n{module.NOTE}\n" + (f"\n{after.lstrip(chr(10))}"
+                                                             if after else "")
+    src_json.pop("token_views")
+    assert json.loads((out / "report.json").read_text()) == src_json
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == sorted(
+        p.name for p in (report / "figures").glob("*.png"))
+    # Sections after Token views survive; a report without one is copied unchanged.
+    text = "# r\n\n## Token views\n\n<pre>document text</pre>\n\n## Warnings\n\n- w\n"
+    assert module.strip_token_views(text) == (
+        f"# r\n\n## Token views\n\n{module.NOTE}\n\n## Warnings\n\n- w\n")
+    assert module.strip_token_views("# r\n\n## Warnings\n") == "# r\n\n## Warnings\n"
+    with pytest.raises(FileNotFoundError, match="report.md"):
+        module.publish(tmp_path / "nowhere", out)
