@@ -12,16 +12,12 @@ and the json key is dropped. report.html and the per-token tables are not copied
 
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import re
 import shutil
 import sys
-
-from absl import app, flags
-
-_REPORT = flags.DEFINE_string("report", None, "The analyze stage's report folder.")
-_OUT = flags.DEFINE_string("out", None, "Where the published copy goes (created).")
 
 SECTION = "## Token views"
 NOTE = ("Not committed: the per-token views show the eval documents' text, which comes "
@@ -65,17 +61,18 @@ def publish(report: pathlib.Path, out: pathlib.Path) -> list[pathlib.Path]:
     return written
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    if not _REPORT.value or not _OUT.value:
-        raise app.UsageError("give --report and --out")
+def main() -> None:
+    # argparse, not absl flags: the tests load this module beside the apps' absl flags.
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--report", required=True, help="the analyze stage's report folder")
+    p.add_argument("--out", required=True, help="where the published copy goes (created)")
+    args = p.parse_args()
     try:
-        written = publish(pathlib.Path(_REPORT.value), pathlib.Path(_OUT.value))
+        written = publish(pathlib.Path(args.report), pathlib.Path(args.out))
     except (FileNotFoundError, json.JSONDecodeError) as e:
         sys.exit(f"publish_report.py: {e}")
-    print(f"wrote {len(written)} files under {_OUT.value}")
+    print(f"wrote {len(written)} files under {args.out}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    main()
