@@ -10,6 +10,10 @@
                A-and-P kernel and one state pass; see `pallas_gpu._Triton.fused_forward`),
                opt-in until timed; in interpret mode off GPU, refused on TPU.
     auto       pallas on GPU and TPU, xla on CPU; the choice is logged once.
+
+`pieces` > 1 runs any of them with each sequence cut into that many pieces side by side
+(`split.py`: intra-sequence parallelism for small batch x heads; about 2 + K/V times the
+state-pass work).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from hybrid_jax.kernels.gdn.chunked import gated_delta_rule_chunked
 from hybrid_jax.kernels.gdn.pallas_gpu import gated_delta_rule_pallas_gpu
 from hybrid_jax.kernels.gdn.pallas_tpu import gated_delta_rule_pallas_tpu
 from hybrid_jax.kernels.gdn.reference import gated_delta_rule_recurrent
+from hybrid_jax.kernels.gdn.split import gated_delta_rule_split
 from hybrid_jax.kernels.impl import GdnImpl, announce, parse, platform
 from hybrid_jax.typing import GdnBeta, GdnGate, GdnQK, GdnState, GdnV, SegmentIds
 
@@ -65,11 +70,19 @@ def gated_delta_rule(
     segment_ids: SegmentIds | None = None,
     chunk_size: int = 64,
     impl: str | GdnImpl = GdnImpl.AUTO,
+    pieces: int = 1,
 ) -> tuple[GdnV, GdnState]:
     """Gated delta rule over [b, t, n, *] inputs; see `reference.py` for the contract.
 
     Returns the output [b, t, n, v] (v's dtype) and the final state [b, n, k, v] fp32.
     """
+    if pieces != 1:
+        def whole(*args, **kwargs):
+            return gated_delta_rule(*args, chunk_size=chunk_size, impl=impl, **kwargs)
+
+        return gated_delta_rule_split(whole, q, k, v, g, beta, pieces=pieces,
+                                      chunk_size=chunk_size, scale=scale,
+                                      initial_state=initial_state, segment_ids=segment_ids)
     choice = resolve_gdn_impl(impl)
     kwargs = dict(scale=scale, initial_state=initial_state, segment_ids=segment_ids)
     if choice is GdnImpl.RECURRENT:
