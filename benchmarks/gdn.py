@@ -18,6 +18,8 @@ by default the same):
                backend accepts the inputs (else the row says why, nothing silently falls
                back to Triton). Bundle: ../shared/tools/flashqla_bundle.sh
     cudnn_attn causal softmax attention through jax.nn.dot_product_attention(cudnn)
+    IMPL@P     one of ours with each sequence cut into P pieces run side by side
+               (`kernels/gdn/split.py`, intra-sequence parallelism), e.g. pallas@4
 Modes: fwd and fwd+bwd (gradients wrt q, k, v, g, beta). Prints times, tokens/s and
 ratios against `xla` per shape, then a summary table (Pallas against fla and against its
 own forward) and, with flashqla among the impls, the peer table (Pallas against fla
@@ -51,7 +53,7 @@ from fla_peer import (  # noqa: E402  (benchmarks/ is on sys.path)
     flashqla_refusal,
     versions,
 )
-from gdn_check import OURS, cross_check, gdn_inputs, our_impl, parse_shapes  # noqa: E402
+from gdn_check import cross_check, gdn_inputs, is_ours, our_impl, parse_shapes  # noqa: E402
 from timing import time_jax, time_torch  # noqa: E402
 
 from hybrid_jax.kernels.gdn import (  # noqa: E402
@@ -273,6 +275,10 @@ def main() -> None:
     dv = args.value_dim or d
     results = []
     impls = args.impls.split(",")
+    unknown = [i for i in impls if not is_ours(i) and i not in ("fla", "flashqla", "cudnn_attn")]
+    if unknown:
+        parser.error(f"--impls: unknown {', '.join(unknown)} (xla, pallas, pallas_fused, "
+                     "IMPL@P, fla, flashqla, cudnn_attn)")
     check_rows = [cross_check(shape, d, dv, impls) for shape in parse_shapes(args.check)]
     b4 = max(1, args.tokens // 4096)
     breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d, dv) if args.breakdown else []
@@ -286,7 +292,7 @@ def main() -> None:
         row = {"b": b, "t": t, "h": h, "d": d, "dv": dv, "device": str(jax.devices()[0])}
         for impl in args.impls.split(","):
             try:
-                if impl in OURS:
+                if is_ours(impl):
                     row[impl] = bench_ours(impl, b, t, h, d, dv)
                 elif impl in ("fla", "flashqla"):
                     row[impl] = bench_fla(b, t, h, d, dv, flash_qla=impl == "flashqla")

@@ -41,16 +41,24 @@ MISMATCH_REL = 3e-2
 NAMES = ("o", "state", "dq", "dk", "dv", "dg", "dbeta")
 
 
+OURS = ("xla", "pallas", "pallas_fused")
+
+
+def is_ours(impl: str) -> bool:
+    """One of OURS, or one of them with each sequence cut into P pieces: 'pallas@4'."""
+    name, _, pieces = impl.partition("@")
+    return name in OURS and (not pieces or pieces.isdigit() and int(pieces) >= 1)
+
+
 def our_impl(impl: str) -> Callable:
     """(q, k, v, g, beta) -> (o, state) of one of our timed implementations, through the
     dispatcher: xla, pallas, and pallas_fused (the Triton kernels with their fused
-    forward, `fused_fwd=1`: an A-and-P kernel and one state pass)."""
-    if impl in OURS:  # (off GPU the dispatcher runs the Pallas kernels interpreted)
-        return lambda *a: gated_delta_rule(*a, impl=impl)
+    forward, `fused_fwd=1`: an A-and-P kernel and one state pass); 'IMPL@P' runs IMPL
+    with each sequence cut into P pieces side by side (`kernels/gdn/split.py`)."""
+    if is_ours(impl):  # (off GPU the dispatcher runs the Pallas kernels interpreted)
+        name, _, pieces = impl.partition("@")
+        return lambda *a: gated_delta_rule(*a, impl=name, pieces=int(pieces or 1))
     raise ValueError(f"not one of ours: {impl}")
-
-
-OURS = ("xla", "pallas", "pallas_fused")
 
 
 def gdn_inputs(b, t, h, d, dv, seed=0):
@@ -130,7 +138,7 @@ def cross_check(shape: tuple[int, int, int], d: int, dv: int, impls: list[str]) 
     row: dict = {"b": b, "t": t, "h": h, "d": d, "dv": dv}
     for impl in impls:
         try:
-            if impl in OURS:
+            if is_ours(impl):
                 got = _jax_outputs(our_impl(impl), inputs, w)
                 row[impl] = _errors(got, ref)
             elif impl in ("fla", "flashqla"):

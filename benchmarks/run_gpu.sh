@@ -38,6 +38,10 @@
 #              the Olmo Hybrid 7B scorer (gdn_impl pallas / pallas_fused) and the Olmo 3 7B
 #              scorer, 8192-token windows; the 370M hybrid training step (pallas /
 #              pallas_fused) and the 370M transformer
+#   gdn_split  intra-sequence parallelism (`kernels/gdn/split.py`): one long sequence with
+#              few heads (B1 T32768 H4 and H8, K=V=128), pallas vs pallas@2/4/8/16 (each
+#              sequence cut into that many pieces) vs fla Triton and FlashQLA (which
+#              splits a sequence over SMs itself), after a cross-check of each
 #   train_small  issue 22's small presets: the 60M transformer / hybrid / recurrent at
 #                T=1024 B=64, and the transformer at the old shape T=4096 B=4
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
@@ -51,7 +55,7 @@ out=$1; shift
 for stage in "$@"; do
   case $stage in
     compile|gdn|attention|scoring|train|train_remat|gdn_release|gdn_wy|blocks|loss_chunk|gpu_tests) ;;
-    gdn_qla|train_small|gpu_tests_head_dims|fused_e2e) ;;
+    gdn_qla|gdn_split|train_small|gpu_tests_head_dims|fused_e2e) ;;
     *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
   esac
 done
@@ -121,6 +125,12 @@ for stage in "$@"; do
         --value_dim=192 --tokens=8192 --seq_lens=8192 --check='1,2048,4' \
         --sweep_seq_len=8192 --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=64;fused_fwd=1,num_warps_fused=8' \
         --out="$out/gdn_qla_release.json" ;;
+    gdn_split)
+      for h in 4 8; do
+        "$py" "$here/gdn.py" --impls=pallas,pallas@2,pallas@4,pallas@8,pallas@16,fla,flashqla \
+          --heads=$h --head_dim=128 --tokens=32768 --seq_lens=32768 --check='1,2048,2' \
+          --out="$out/gdn_split_h$h.json"
+      done ;;
     fused_e2e)
       "$py" "$here/scoring.py" --impl=jax --model=olmo3_7b --batch=1 \
         --out="$out/scoring_e2e_olmo3_7b.json" || echo "scoring olmo3_7b failed"

@@ -62,19 +62,23 @@ def test_op_profile_groups_kernels(monkeypatch):
 def test_gdn_benchmark_times_and_checks_the_fused_forward(tmp_path):
     """benchmarks/gdn.py in the Pallas interpreter at a tiny shape: pallas_fused (the
     fused forward) is timed beside pallas and cross-checked against the float32
-    recurrence (so the GPU run's peer table compares the same function); fla, absent
-    here, is reported, not dropped."""
+    recurrence (so the GPU run's peer table compares the same function), and so is
+    pallas@2 (each sequence in two pieces side by side); fla, absent here, is reported,
+    not dropped; an unknown impl is refused in one line."""
     out = tmp_path / "gdn.json"
     run = processes.run([sys.executable, processes.ROOT / "benchmarks" / "gdn.py",
-                         "--interpret", "--impls=pallas,pallas_fused,fla", "--seq_lens=32",
+                         "--interpret", "--impls=pallas,pallas_fused,pallas@2,fla", "--seq_lens=32",
                          "--tokens=32", "--heads=1", "--head_dim=16", "--check=1,48,2",
                          f"--out={out}"], timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     check = report["cross_check"][0]
-    for impl in ("pallas", "pallas_fused"):
+    for impl in ("pallas", "pallas_fused", "pallas@2"):
         assert isinstance(check[impl], dict), check[impl]
         assert max(check[impl]["o"]["rel"], check[impl]["state"]["rel"]) < 3e-2, check[impl]
     assert isinstance(check["fla"], str) and check["fla"].startswith("unavailable")
     row = report["results"][0]
-    assert all(row[impl]["fwd"] > 0 for impl in ("pallas", "pallas_fused"))
+    assert all(row[impl]["fwd"] > 0 for impl in ("pallas", "pallas_fused", "pallas@2"))
+    bad = processes.run([sys.executable, processes.ROOT / "benchmarks" / "gdn.py",
+                         "--impls=pallas,pallas@x", f"--out={out}"], timeout=300)
+    assert bad.returncode == 2 and "--impls: unknown pallas@x" in bad.stderr
