@@ -96,6 +96,7 @@ class ModelConfig:
     gdn_allow_neg_eigval: bool = True  # beta = 2 sigmoid(b) in (0, 2)
     gdn_norm_eps: float = 1e-5  # per-head gated RMSNorm of the output
     gdn_chunk_size: int = 64
+    gdn_pieces: int = 1  # > 1: each sequence cut into this many pieces run side by side
     # Embeddings and numerics.
     tie_embeddings: bool = False
     init_std: float = 0.02
@@ -137,7 +138,7 @@ class ModelConfig:
                 raise ConfigError("yarn is set but rope_theta is None (NoPE): drop one")
         if self.has_gdn:
             for name in ("gdn_heads", "gdn_key_dim", "gdn_value_dim", "gdn_conv_size",
-                         "gdn_chunk_size"):
+                         "gdn_chunk_size", "gdn_pieces"):
                 _positive(name, getattr(self, name))
             if self.gdn_norm_eps <= 0:
                 raise ConfigError(f"gdn_norm_eps must be > 0, got {self.gdn_norm_eps}")

@@ -71,6 +71,7 @@ class GatedDeltaNet(nnx.Module):
         self.n_heads, self.key_dim, self.value_dim = n, dk, dv
         self.allow_neg_eigval = cfg.gdn_allow_neg_eigval
         self.chunk_size = cfg.gdn_chunk_size
+        self.pieces = cfg.gdn_pieces
         self.impl = cfg.gdn_impl
         self.q_proj = dense(d, n * dk, ("embed", "heads"), cfg, rngs=rngs)
         self.k_proj = dense(d, n * dk, ("embed", "heads"), cfg, rngs=rngs)
@@ -131,6 +132,7 @@ class GatedDeltaNet(nnx.Module):
             segment_ids=segment_ids,
             chunk_size=self.chunk_size,
             impl=self.impl,
+            pieces=self.pieces,
         )
         return self._output(x_btd, o), GdnCache(new_cq, new_ck, new_cv, state)
 

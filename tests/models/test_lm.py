@@ -148,6 +148,7 @@ def test_training_step_learns_on_cpu(arch):
     (dict(gdn_heads=0), "gdn_heads must be a positive integer"),
     (dict(dtype="float64"), "dtype = 'float64' is not one of"),
     (dict(gdn_impl="cuda"), "gdn_impl = 'cuda' is not one of"),
+    (dict(gdn_pieces=0), "gdn_pieces must be a positive integer"),
     (dict(sliding_window=0), "sliding_window must be a positive integer"),
 ])
 def test_bad_config_names_the_field(change, match):
@@ -222,3 +223,28 @@ def test_a_gdn_model_through_the_fused_kernels_matches_xla(monkeypatch):
     np.testing.assert_allclose(out["pallas_fused"][0], out["xla"][0], atol=2e-4, rtol=2e-4)
     for got, ref in zip(out["pallas_fused"][1], out["xla"][1]):
         np.testing.assert_allclose(got, ref, atol=2e-4, rtol=2e-3)
+
+
+def test_a_hybrid_with_its_sequences_in_pieces_matches_the_whole():
+    """gdn_pieces=3 (each GDN layer runs its sequences in three pieces side by side,
+    `kernels/gdn/split.py`) gives the logits and parameter gradients of gdn_pieces=1,
+    with a document starting inside the second piece."""
+    cfgs = {p: small(("gdn", "full", "gdn"), gdn_impl="xla", gdn_pieces=p, gdn_chunk_size=16,
+                     dtype="float32") for p in (1, 3)}
+    base = LM(cfgs[1], rngs=nnx.Rngs(0))
+    perturb(base, 0, scale=0.05)
+    params = nnx.state(base)
+    x, seg = tokens(4, b=2, t=70), jnp.asarray([[0] * 40 + [1] * 30] * 2, jnp.int32)
+    out = {}
+    for p, cfg in cfgs.items():
+        gd = nnx.graphdef(LM(cfg, rngs=nnx.Rngs(0)))
+
+        def loss(ps, gd=gd):
+            logits = nnx.merge(gd, ps)(x, segment_ids=seg)
+            return jnp.mean(jax.nn.log_softmax(logits)[..., 0]), logits
+
+        (_, logits), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        out[p] = (np.asarray(logits), jax.tree.leaves(grads))
+    np.testing.assert_allclose(out[3][0], out[1][0], atol=2e-5, rtol=2e-5)
+    for got, ref in zip(out[3][1], out[1][1]):
+        np.testing.assert_allclose(got, ref, atol=2e-5, rtol=2e-4)
