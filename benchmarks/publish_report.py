@@ -1,7 +1,7 @@
 """Copy a study report into docs/ without the eval documents' text.
 
     python benchmarks/publish_report.py --report=runs/study_gpu/report \
-        --out=docs/study/h100_2026-12-07
+        --out=docs/study/h100_60m
 
 Copies report.md, report.json, study.md and figures/*.png. The per-token views (the
 report's "Token views" section and report.json's `token_views`) show the eval
