@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from hybrid_jax.kernels.gdn import gated_delta_rule, gated_delta_rule_recurrent
+from hybrid_jax.kernels.gdn.dispatch import PALLAS_INTERPRET_ENV
 from hybrid_jax.kernels.gdn.split import gated_delta_rule_split, piece_length
 from tests.kernels.test_gdn import make_inputs
 
@@ -70,8 +71,11 @@ def test_split_gradients_equal_recurrent():
         assert e < 1e-4 * max(1.0, float(jnp.max(jnp.abs(r)))), (name, e)
 
 
-def test_split_of_the_pallas_kernels_in_interpret_mode():
-    """The GPU kernels (interpret mode) through the split: K and V not powers of two."""
+@pytest.mark.parametrize("kernels", ["gpu", "tpu"])
+def test_split_of_the_pallas_kernels_in_interpret_mode(kernels, monkeypatch):
+    """The GPU (Triton) and TPU (Mosaic) kernels, in interpret mode, through the split:
+    K and V not powers of two."""
+    monkeypatch.setenv(PALLAS_INTERPRET_ENV, kernels)
     (q, k, v, g, beta), h0 = make_inputs(7, b=1, t=130, n=2, dk=12, dv=20)
     seg = _segments(1, 130, [64, 70])  # 64: the second piece's first token
     ref = gated_delta_rule_recurrent(q, k, v, g, beta, initial_state=h0, segment_ids=seg)
