@@ -10,8 +10,10 @@ the digests; prepare's timings and tokenisation throughput; per architecture the
 trained (a run that a call stopped: the last logged step, marked unfinished), its
 tokens and median logged tokens/s; every scored table's wall time; analyze's wall time;
 and the report's filtered losses and paired filtered gaps (document-level intervals).
-With `--call_log`, the stage lines of each launch/study_gpu.sh call (when each stage
-began, and the time share each training got). No per-token rows.
+With `--throughput`, each architecture's training tokens/s over
+benchmarks/train_throughput.py's at the same shape (`pipeline`). With `--call_log`, the
+stage lines of each launch/study_gpu.sh call (when each stage began, and the time share
+each training got). No per-token rows.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def _train(workdir: pathlib.Path, arch: str) -> dict:
            "steps": rec.get("steps") if rec.get("complete") else last,
            "median_tokens_per_s": statistics.median(rates) if rates else None,
            "wall_s": rec.get("wall_s"), "device": rec.get("device"),
-           "params": rec.get("params"), "layer_types": settings.get("model.layer_types")}
+           "params": rec.get("params"), "layer_types": settings.get("model.layer_types"),
+           "seq_len": seq, "batch": batch}
     if batch and seq:
         out["tokens"] = out["steps"] * batch * seq
     return out
@@ -81,6 +84,29 @@ def collect(workdir: pathlib.Path) -> dict:
     }
 
 
+def pipeline(train: list[dict], bench: list[dict]) -> list[dict]:
+    """Each architecture's training tokens/s (median logged interval) against
+    benchmarks/train_throughput.py's at the same shape (arch, seq_len, batch and
+    parameter count, i.e. the same vocabulary): ratio >= 0.9 means the input pipeline did
+    not hold the accelerator back. A benchmark of another shape is refused."""
+    out = []
+    for t in train:
+        rows = [b for b in bench if b.get("arch") == t["arch"]]
+        if not rows:
+            raise SystemExit(f"study_result.py: --throughput has no row for {t['arch']}")
+        b = rows[0]
+        for key in ("seq_len", "batch", "params"):
+            if b.get(key) != t.get(key):
+                raise SystemExit(f"study_result.py: --throughput {t['arch']}: {key} "
+                                 f"{b.get(key)} in the benchmark, {t.get(key)} in training: "
+                                 "not the training shape")
+        rate, ref = t.get("median_tokens_per_s"), b.get("tokens_per_s")
+        out.append({"arch": t["arch"], "train_tokens_per_s": rate, "benchmark_tokens_per_s": ref,
+                    "ratio": rate / ref if rate and ref else None,
+                    "train_device": t.get("device"), "benchmark_device": b.get("device")})
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default="runs/study_gpu")
@@ -89,8 +115,15 @@ def main() -> None:
     p.add_argument("--call_log", action="append", default=[],
                    help="a launch/study_gpu.sh call.log (repeatable): its '=== ...' stage "
                         "lines, with the seconds since the call began, are kept")
+    p.add_argument("--throughput", default="",
+                   help="benchmarks/train_throughput.py's JSON at the training shape "
+                        "(launch/study_gpu.sh's throughput.json): adds `pipeline`, each "
+                        "architecture's training tokens/s over the benchmark's")
     args = p.parse_args()
     result = {"what": args.what, **collect(pathlib.Path(args.workdir))}
+    if args.throughput:
+        bench = json.loads(pathlib.Path(args.throughput).read_text())
+        result["pipeline"] = pipeline(result["train"], bench)
     result["calls"] = [[line for line in pathlib.Path(log).read_text().splitlines()
                         if line.startswith("=== ")] for log in args.call_log]
     try:

@@ -9,6 +9,9 @@
 #       (benchmarks/train_throughput.py at the training shape). Several ARCHs share the
 #       call's time: each trains for at most its share of what is left (an architecture
 #       that finishes early leaves its time to the next).
+#   OUT=/path launch/study_gpu.sh bench ARCH...   on the GPU machine: only
+#       benchmarks/train_throughput.py at the training shape, into $OUT/throughput.json
+#       (for benchmarks/study_result.py --throughput: training tokens/s over the benchmark's)
 #   launch/study_gpu.sh merge DIR...        here: unpack the returned DIRs into $WORKDIR,
 #       then: hybrid-jax-study --stage=analyze --config=configs/study_gpu.py --workdir=$WORKDIR
 #
@@ -47,7 +50,10 @@ if [[ $1 == merge ]]; then
   exit 0
 fi
 
+bench_only=0
+if [[ $1 == bench ]]; then bench_only=1; shift; fi
 archs=("$@")
+[[ ${#archs[@]} -gt 0 ]] || { echo "study_gpu.sh: name at least one ARCH" >&2; exit 2; }
 for arch in "${archs[@]}"; do
   case $arch in
     transformer|hybrid|recurrent) ;;
@@ -92,6 +98,17 @@ if [[ -n $still ]]; then
   exit 2
 fi
 stamp "start ${archs[*]} on $(nvidia-smi -L 2>/dev/null | head -1); $(nproc) CPUs"
+run_bench() {  # ARCHS (comma-separated)
+  stamp "train_throughput.py $1 at the training shape"
+  timeout "$(left)" "$py" benchmarks/train_throughput.py --archs="$1" \
+    --sizes=60m --seq_len=1024 --batch=64 --vocab_size=32768 --steps=10 \
+    --timeout_s="$(left)" --out="$OUT/throughput.json"
+}
+if [[ $bench_only == 1 ]]; then
+  run_bench "$(IFS=,; echo "${archs[*]}")"; rc=$?
+  stamp "done"
+  exit "$rc"
+fi
 study=("$py" -m hybrid_jax.apps.study --config="$config" --workdir="$workdir" "${flags[@]}")
 
 # ------------------------------------------------------------------ results
@@ -147,11 +164,7 @@ pack_started
 
 # ------------------------------------------------------------------ the baseline, if time is left
 if [[ ${BENCH:-1} == 1 && $(left) -gt 100 ]]; then
-  bench_archs=${BENCH_ARCHS:-$(IFS=,; echo "${archs[*]}")}
-  stamp "train_throughput.py $bench_archs at the training shape"
-  timeout "$(left)" "$py" benchmarks/train_throughput.py --archs="$bench_archs" \
-    --sizes=60m --seq_len=1024 --batch=64 --vocab_size=32768 --steps=10 \
-    --timeout_s="$(left)" --out="$OUT/throughput.json"
+  run_bench "${BENCH_ARCHS:-$(IFS=,; echo "${archs[*]}")}"
 fi
 stamp "done"
 exit "$status"

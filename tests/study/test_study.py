@@ -222,6 +222,17 @@ def test_study_result_condenses_the_workdir(study):
         (a, s) for a in sorted(ARCHS) for s in (2, 4)]
     assert out["paired_filtered"] == report["paired_filtered"]
     assert out["filtered_losses"] == report["filtered_losses"]
+    # --throughput: training tokens/s over train_throughput.py's at the training shape
+    bench = [{k: t[k] for k in ("arch", "seq_len", "batch", "params")}
+             | {"tokens_per_s": 2.0 * t["median_tokens_per_s"], "device": "cpu"}
+             for t in out["train"]]
+    assert [round(r["ratio"], 12) for r in module.pipeline(out["train"], bench)] == [0.5] * 3
+    hybrid = [b for b in bench if b["arch"] == "hybrid"][0]
+    hybrid["batch"] += 1
+    with pytest.raises(SystemExit, match=r"--throughput hybrid: batch \d+ in the benchmark"):
+        module.pipeline(out["train"], bench)
+    with pytest.raises(SystemExit, match="has no row for hybrid"):
+        module.pipeline(out["train"], [b for b in bench if b is not hybrid])
 
 
 def test_publish_report_copies_the_report_without_the_documents_text(study, tmp_path):
