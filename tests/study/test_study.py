@@ -30,11 +30,16 @@ CORPUS = ROOT / ".." / "shared" / "data" / "corpus"
 ARCHS = ("transformer", "hybrid", "recurrent")
 
 
-def _config(docs: pathlib.Path, **data):
-    spec = importlib.util.spec_from_file_location("lm_config", ROOT / "configs" / "lm.py")
+def _load(name: str, path: pathlib.Path):
+    """The module at `path` (a config or a benchmark script: not on sys.path)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    config = module.get_config("size=tiny")
+    return module
+
+
+def _config(docs: pathlib.Path, **data):
+    config = _load("lm_config", ROOT / "configs" / "lm.py").get_config("size=tiny")
     config.data.update({"sources": f"jsonl:{docs}", "vocab_size": 512,
                         "tokenizer_chars": 100_000, "seq_len": 64, "held_out_every": 3,
                         "workers": 1, **data})
@@ -203,12 +208,7 @@ def test_a_run_with_other_settings_is_refused(study):
 def test_study_result_condenses_the_workdir(study):
     # benchmarks/study_result.py: what the docs quote from a GPU study, read back from
     # the staged workdir's records and report.
-    import importlib.util
-
-    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "study_result.py"
-    spec = importlib.util.spec_from_file_location("study_result", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load("study_result", ROOT / "benchmarks" / "study_result.py")
     out = module.collect(study["staged"])
     prep = json.loads((study["staged"] / "prepare.json").read_text())
     report = json.loads((study["staged"] / "report" / "report.json").read_text())
@@ -237,10 +237,7 @@ def test_study_result_condenses_the_workdir(study):
 
 def test_publish_report_copies_the_report_without_the_documents_text(study, tmp_path):
     # benchmarks/publish_report.py: what goes under docs/study/ from a GPU study's report.
-    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "publish_report.py"
-    spec = importlib.util.spec_from_file_location("publish_report", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load("publish_report", ROOT / "benchmarks" / "publish_report.py")
     report = study["staged"] / "report"
     src_md = (report / "report.md").read_text()
     src_json = json.loads((report / "report.json").read_text())
