@@ -107,9 +107,26 @@ def pipeline(train: list[dict], bench: list[dict]) -> list[dict]:
     return out
 
 
+def from_result(path: pathlib.Path) -> dict:
+    """An earlier result file's fields, to extend (its `pipeline` and commit dropped)."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"study_result.py: --from_result {path}: {e}") from None
+    if not isinstance(result, dict) or not isinstance(result.get("train"), list):
+        raise SystemExit(f"study_result.py: --from_result {path} is not a study_result.py file "
+                         "(no train rows)")
+    result.pop("pipeline", None)
+    result.pop("commit_here", None)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", default="runs/study_gpu")
+    p.add_argument("--from_result", default="",
+                   help="an earlier study_result.py file to start from instead of --workdir "
+                        "(its fields and call lines are kept)")
     p.add_argument("--out", required=True)
     p.add_argument("--what", default="the study in --workdir")
     p.add_argument("--call_log", action="append", default=[],
@@ -120,12 +137,18 @@ def main() -> None:
                         "(launch/study_gpu.sh's throughput.json): adds `pipeline`, each "
                         "architecture's training tokens/s over the benchmark's")
     args = p.parse_args()
-    result = {"what": args.what, **collect(pathlib.Path(args.workdir))}
+    if args.from_result:
+        result = from_result(pathlib.Path(args.from_result))
+        if args.what != p.get_default("what"):
+            result["what"] = args.what
+    else:
+        result = {"what": args.what, **collect(pathlib.Path(args.workdir))}
     if args.throughput:
         bench = json.loads(pathlib.Path(args.throughput).read_text())
         result["pipeline"] = pipeline(result["train"], bench)
-    result["calls"] = [[line for line in pathlib.Path(log).read_text().splitlines()
-                        if line.startswith("=== ")] for log in args.call_log]
+    if args.call_log or not args.from_result:
+        result["calls"] = [[line for line in pathlib.Path(log).read_text().splitlines()
+                            if line.startswith("=== ")] for log in args.call_log]
     try:
         result["commit_here"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
                                                capture_output=True, text=True).stdout.strip()

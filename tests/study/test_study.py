@@ -235,6 +235,35 @@ def test_study_result_condenses_the_workdir(study):
         module.pipeline(out["train"], [b for b in bench if b is not hybrid])
 
 
+def test_study_result_extends_an_earlier_result(study, tmp_path, monkeypatch):
+    # --from_result: the benchmark ran after the workdir was gone; the earlier result file
+    # stands in for it and gains `pipeline`, its other fields unchanged.
+    module = _load("study_result", ROOT / "benchmarks" / "study_result.py")
+    first = tmp_path / "first.json"
+    monkeypatch.setattr("sys.argv", ["study_result.py", f"--workdir={study['staged']}",
+                                     f"--out={first}", "--what=w"])
+    module.main()
+    earlier = json.loads(first.read_text())
+    bench = tmp_path / "throughput.json"
+    bench.write_text(json.dumps([{k: t[k] for k in ("arch", "seq_len", "batch", "params")}
+                                 | {"tokens_per_s": 4.0 * t["median_tokens_per_s"]}
+                                 for t in earlier["train"]]))
+    second = tmp_path / "second.json"
+    monkeypatch.setattr("sys.argv", ["study_result.py", f"--from_result={first}",
+                                     f"--throughput={bench}", f"--out={second}"])
+    module.main()
+    later = json.loads(second.read_text())
+    assert [round(r["ratio"], 12) for r in later.pop("pipeline")] == [0.25] * 3
+    assert {k: v for k, v in later.items() if k != "commit_here"} == {
+        k: v for k, v in earlier.items() if k != "commit_here"}
+    first.write_text("{not json")
+    with pytest.raises(SystemExit, match="--from_result .*first.json"):
+        module.from_result(first)
+    first.write_text("[]")
+    with pytest.raises(SystemExit, match="not a study_result.py file"):
+        module.from_result(first)
+
+
 def test_publish_report_copies_the_report_without_the_documents_text(study, tmp_path):
     # benchmarks/publish_report.py: what goes under docs/study/ from a GPU study's report.
     module = _load("publish_report", ROOT / "benchmarks" / "publish_report.py")
