@@ -32,6 +32,7 @@ from hybrid_jax.kernels.gdn.pallas_gpu import (
     default_pad_v,
     gpu_config,
 )
+from hybrid_jax.kernels.gdn.split import gated_delta_rule_split
 from hybrid_jax.kernels.impl import GdnImpl
 from tests.kernels.test_gdn import make_inputs
 
@@ -310,6 +311,28 @@ def test_gpu_realistic(dtype, dk, dv, packed):
     seg = _packed(b, t, 1) if packed else None
     errors = _check(_kernel("gpu", 64), inputs, h0, seg, dtype)
     print(f"gpu {jnp.dtype(dtype).name} dk={dk} dv={dv} packed={packed}: "
+          + " ".join(f"{key}={err:.2e}" for key, err in errors.items()))
+
+
+@pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
+@pytest.mark.parametrize("dtype,dk,dv,pieces", [
+    (jnp.bfloat16, 128, 128, 4),
+    (jnp.float32, 64, 64, 3),
+    (jnp.bfloat16, 96, 192, 8),  # the release's heads
+])
+def test_gpu_split(dtype, dk, dv, pieces):
+    """Intra-sequence parallelism (kernels/gdn/split.py) over the compiled kernel: packed
+    documents (some starting inside a piece), an initial state, forward and gradients."""
+    b, t, n = 1, 2000, 2
+    inputs, h0 = make_inputs(dk + dv + pieces, b=b, t=t, n=n, dk=dk, dv=dv, dtype=dtype)
+    seg = _packed(b, t, 3)
+    kernel = _kernel("gpu", 64)
+
+    def split(*args, **kw):
+        return gated_delta_rule_split(kernel, *args, pieces=pieces, chunk_size=64, **kw)
+
+    errors = _check(split, inputs, h0, seg, dtype)
+    print(f"gpu split@{pieces} {jnp.dtype(dtype).name} dk={dk} dv={dv}: "
           + " ".join(f"{key}={err:.2e}" for key, err in errors.items()))
 
 
