@@ -23,7 +23,9 @@ by default the same):
 Modes: fwd and fwd+bwd (gradients wrt q, k, v, g, beta). Prints times, tokens/s and
 ratios against `xla` per shape, then a summary table (Pallas against fla and against its
 own forward) and, with flashqla among the impls, the peer table (Pallas against fla
-Triton and FlashQLA), and writes every number to JSON. `--check` first runs each
+Triton and FlashQLA), and writes every number to JSON: after each step (cross-check,
+breakdown, sweep, each shape), with "complete": false until the end, so a run stopped by
+a lent machine's time limit keeps what it measured. `--check` first runs each
 implementation at small shapes against the float32 per-token recurrence
 (`gdn_check.py`: outputs, final state and gradients, max abs / relative error), so a
 peer is known to compute the same function. `--sweep` times Pallas kernel variants
@@ -279,18 +281,36 @@ def main() -> None:
     if unknown:
         parser.error(f"--impls: unknown {', '.join(unknown)} (xla, pallas, pallas_fused, "
                      "IMPL@P, fla, flashqla, cudnn_attn)")
-    check_rows = [cross_check(shape, d, dv, impls) for shape in parse_shapes(args.check)]
+    report = {"device": str(jax.devices()[0]), "jax": jax.__version__, "peers": versions(),
+              "impls": impls, "complete": False, "results": results, "cross_check": [],
+              "pallas_sweep": [], "pallas_breakdown": [], "fla_breakdown": {}}
+
+    def save() -> None:
+        """Write what is measured so far (atomically): a call cut by its time limit still
+        leaves every finished row, with "complete": false."""
+        tmp = f"{args.out}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(tmp, args.out)
+
+    save()
+    for shape in parse_shapes(args.check):
+        report["cross_check"].append(cross_check(shape, d, dv, impls))
+        save()
     b4 = max(1, args.tokens // 4096)
-    breakdown_rows = breakdown(args.breakdown.strip(), b4, 4096, h, d, dv) if args.breakdown else []
-    fla_stages = (fla_breakdown(b4, 4096, h, d, dv)
-                  if args.breakdown and "fla" in args.impls.split(",") else {})
+    if args.breakdown:
+        report["pallas_breakdown"] = breakdown(args.breakdown.strip(), b4, 4096, h, d, dv)
+        if "fla" in impls:
+            report["fla_breakdown"] = fla_breakdown(b4, 4096, h, d, dv)
+        save()
     t_sw = args.sweep_seq_len
-    sweep_rows = (sweep(args.sweep, max(1, args.tokens // t_sw), t_sw, h, d, dv)
-                  if args.sweep else [])
+    if args.sweep:
+        report["pallas_sweep"] = sweep(args.sweep, max(1, args.tokens // t_sw), t_sw, h, d, dv)
+        save()
     for t in (int(x) for x in args.seq_lens.split(",") if x):
         b = max(1, args.tokens // t)
         row = {"b": b, "t": t, "h": h, "d": d, "dv": dv, "device": str(jax.devices()[0])}
-        for impl in args.impls.split(","):
+        for impl in impls:
             try:
                 if is_ours(impl):
                     row[impl] = bench_ours(impl, b, t, h, d, dv)
@@ -301,16 +321,13 @@ def main() -> None:
             except Exception as e:  # report, keep measuring the others
                 row[impl] = f"unavailable: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
         results.append(row)
+        save()
         print_row(row, impls)
     print_summary(results)
     if "flashqla" in impls:
         print_peers(results)
-    with open(args.out, "w") as f:
-        json.dump({"device": str(jax.devices()[0]), "jax": jax.__version__,
-                   "peers": versions(), "impls": impls, "results": results,
-                   "cross_check": check_rows, "pallas_sweep": sweep_rows,
-                   "pallas_breakdown": breakdown_rows, "fla_breakdown": fla_stages}, f,
-                  indent=2)
+    report["complete"] = True
+    save()
     print(f"wrote {args.out}")
 
 

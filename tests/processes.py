@@ -16,7 +16,8 @@ import resource
 import signal
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
@@ -35,11 +36,13 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 
 def run(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
-        cwd: str | os.PathLike = ROOT) -> subprocess.CompletedProcess:
+        cwd: str | os.PathLike = ROOT,
+        watch: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
     """`subprocess.run(cmd, capture_output=True, text=True)` with the stack-dumping limit.
 
     Output goes through files, not pipes: a straggler holding a pipe open would keep a
-    reader waiting after the child itself has exited.
+    reader waiting after the child itself has exited. `watch`, if given, is called about
+    every 50 ms while the child runs (to look at what it has written so far).
     """
     env = {**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"}
     timed_out = False
@@ -47,7 +50,15 @@ def run(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = N
         proc = subprocess.Popen(list(map(str, cmd)), cwd=cwd, env=env, stdout=out,
                                 stderr=err, text=True, start_new_session=True)
         try:
-            proc.wait(timeout=timeout)
+            if watch is None:
+                proc.wait(timeout=timeout)
+            else:
+                deadline = time.monotonic() + timeout
+                while proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise subprocess.TimeoutExpired(proc.args, timeout)
+                    watch()
+                    time.sleep(0.05)
         except subprocess.TimeoutExpired:
             timed_out = True
             _signal_group(proc.pid, signal.SIGABRT)

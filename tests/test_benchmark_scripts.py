@@ -64,14 +64,26 @@ def test_gdn_benchmark_times_and_checks_the_fused_forward(tmp_path):
     fused forward) is timed beside pallas and cross-checked against the float32
     recurrence (so the GPU run's peer table compares the same function), and so is
     pallas@2 (each sequence in two pieces side by side); fla, absent here, is reported,
-    not dropped; an unknown impl is refused in one line."""
+    not dropped; an unknown impl is refused in one line. The file is written after every
+    step (a GPU call cut by its limit keeps what it measured): while the rows are being
+    timed it already holds the cross-check, marked incomplete."""
     out = tmp_path / "gdn.json"
+    seen = []
+
+    def watch():
+        if out.exists():  # written atomically: always whole JSON
+            partial = json.loads(out.read_text())
+            seen.append((partial["complete"], len(partial["cross_check"]),
+                         len(partial["results"])))
+
     run = processes.run([sys.executable, processes.ROOT / "benchmarks" / "gdn.py",
                          "--interpret", "--impls=pallas,pallas_fused,pallas@2,fla", "--seq_lens=32",
                          "--tokens=32", "--heads=1", "--head_dim=16", "--check=1,48,2",
-                         f"--out={out}"], timeout=600)
+                         f"--out={out}"], timeout=600, watch=watch)
     assert run.returncode == 0, run.stderr[-3000:]
+    assert (False, 1, 0) in seen, sorted(set(seen))
     report = json.loads(out.read_text())
+    assert report["complete"] is True
     check = report["cross_check"][0]
     for impl in ("pallas", "pallas_fused", "pallas@2"):
         assert isinstance(check[impl], dict), check[impl]
