@@ -24,13 +24,16 @@
 #                the layer pattern beside the scorer's window time
 #   loss_chunk   1B transformer training step, full logits vs 256-position pieces
 #   gpu_tests    the kernel tests on the compiled kernels (GDN and attention, Triton and Mosaic)
-#   gdn_qla      issue 23's peers: ours vs fla Triton vs FlashQLA at B4 T4096 and B2 T8192
-#                (H32 K=V=128), fwd and fwd+bwd, after a cross-check of each against the
-#                float32 recurrence (B1 T4096 H4: at B=1 FlashQLA may split the sequence
-#                over SMs, its intra-card CP; and B2 T1024 H4); then the release heads
+#   gdn_qla      issue 23's peer table: ours (pallas, pallas_fused) vs fla Triton vs FlashQLA
+#                at B4 T4096 and B2 T8192 (H32 K=V=128), fwd and fwd+bwd, after a
+#                cross-check of each against the float32 recurrence at B2 T1024 H4. Sized
+#                for one 600 s call: TileLang compiles FlashQLA's kernels on first use
+#                (about 3 minutes for forward and backward on 2026-12-07)
+#   gdn_qla_more the rest of issue 23's kernel measurements: the cross-check at B1 T4096 H4
+#                (where FlashQLA may split the sequence over SMs, its intra-card CP), the
+#                per-kernel breakdown and fused sweeps at H32, then the release heads
 #                (H30 K96 V192) at B1 T8192, ours vs fla Triton (FlashQLA takes K = V =
-#                128 only); `pallas_fused` (fused_fwd=1) beside pallas everywhere, with
-#                the per-kernel breakdown and, at the release heads, a fused sweep
+#                128 only), with a fused sweep
 #   gpu_tests_head_dims  the compiled attention kernels at the ladder's padded head dims
 #                (48 / 80 / 96: Triton fwd+bwd, Mosaic fwd), the 60M train step's lowering
 #                (flash kernels, no [T, T] array) and GDN at the 60M heads (K 36, V 72)
@@ -55,7 +58,7 @@ out=$1; shift
 for stage in "$@"; do
   case $stage in
     compile|gdn|attention|scoring|train|train_remat|gdn_release|gdn_wy|blocks|loss_chunk|gpu_tests) ;;
-    gdn_qla|gdn_split|train_small|gpu_tests_head_dims|fused_e2e) ;;
+    gdn_qla|gdn_qla_more|gdn_split|train_small|gpu_tests_head_dims|fused_e2e) ;;
     *) echo "run_gpu.sh: unknown stage '$stage' (see the list at the top)" >&2; exit 2 ;;
   esac
 done
@@ -117,10 +120,13 @@ for stage in "$@"; do
       done ;;
     gdn_qla)
       "$py" "$here/gdn.py" --impls=pallas,pallas_fused,fla,flashqla --heads=32 \
-        --head_dim=128 --tokens=16384 --seq_lens=4096,8192 --check='1,4096,4;2,1024,4' \
-        --breakdown=' ' \
+        --head_dim=128 --tokens=16384 --seq_lens=4096,8192 --check='2,1024,4' \
+        --out="$out/gdn_qla.json" ;;
+    gdn_qla_more)
+      "$py" "$here/gdn.py" --impls=pallas,pallas_fused,fla,flashqla --heads=32 \
+        --head_dim=128 --tokens=16384 --seq_lens= --check='1,4096,4' --breakdown=' ' \
         --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=32;fused_fwd=1,block_v_state_bwd=64' \
-        --out="$out/gdn_qla.json"
+        --out="$out/gdn_qla_more.json"
       "$py" "$here/gdn.py" --impls=pallas,pallas_fused,fla --heads=30 --head_dim=96 \
         --value_dim=192 --tokens=8192 --seq_lens=8192 --check='1,2048,4' \
         --sweep_seq_len=8192 --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=64;fused_fwd=1,num_warps_fused=8' \
