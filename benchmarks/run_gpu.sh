@@ -47,6 +47,7 @@
 #              splits a sequence over SMs itself), after a cross-check of each
 #   train_small  issue 22's small presets: the 60M transformer / hybrid / recurrent at
 #                T=1024 B=64, and the transformer at the old shape T=4096 B=4
+# On a lent GPU machine, first: eval "$(launch/gpu_carry.sh unpack)" (fla, FlashQLA).
 # Set PYTHON to choose the interpreter (default python3); fla must be importable for
 # the gdn stages (FLA_FLASH_QLA=0 is set here; gdn_qla switches it per call), the
 # FlashQLA bundle (../shared/tools/flashqla_bundle.sh, unpacked on PYTHONPATH) for

@@ -73,3 +73,50 @@ def test_local_script_reports_the_first_failing_process(fake_bin, tmp_path):
     assert result.returncode == 3
     assert "process 1 exited with status 3" in result.stderr
     assert (tmp_path / "logs" / "process_2.log").read_text().strip() == "process 2 of 3"
+
+
+def _wheel(path: pathlib.Path, package: str) -> None:
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(f"{package}/__init__.py", f"NAME = {package!r}\n")
+
+
+def test_gpu_carry_unpacks_what_travels_and_puts_it_on_the_path(tmp_path):
+    # launch/gpu_carry.sh unpack, as on the GPU machine: stand-ins for the fla wheels, the
+    # FlashQLA bundle and a pure-Python wheel, each importable after the printed exports.
+    import shlex
+    import subprocess
+    import sys
+    import tarfile
+    repo = tmp_path / "repo"
+    for d in (".fla", ".qla", ".whl", "src/qla_pkg"):
+        (repo / d).mkdir(parents=True)
+    _wheel(repo / ".fla" / "fla_stand_in-0.6.0-py3-none-any.whl", "fla_stand_in")
+    _wheel(repo / ".whl" / "whl_stand_in-1.0-py3-none-any.whl", "whl_stand_in")
+    (repo / "src/qla_pkg/__init__.py").write_text("NAME = 'qla_pkg'\n")
+    with tarfile.open(repo / ".qla" / "site.tar.xz", "w:xz") as t:
+        t.add(repo / "src/qla_pkg", arcname="qla_pkg")
+    script = ROOT / "launch" / "gpu_carry.sh"
+    carry = tmp_path / "carry"
+    env = {**os.environ, "CARRY_DIR": str(carry), "PYTHONPATH": "", "PYTHON": sys.executable}
+    for _ in range(2):  # the second call reuses what the first unpacked
+        result = processes.run([script, "unpack"], env=env, cwd=repo, timeout=60)
+        assert result.returncode == 0, result.stderr
+        exports = result.stdout.strip()
+        assert exports.startswith("export PYTHONPATH=") and "FLA_FLASH_QLA=0" in exports
+    probe = ("import fla_stand_in, qla_pkg, whl_stand_in; "
+             "print(fla_stand_in.NAME, qla_pkg.NAME, whl_stand_in.NAME)")
+    check = subprocess.run(
+        ["bash", "-c", f"{exports}; {shlex.quote(sys.executable)} -c {shlex.quote(probe)}"],
+        cwd=repo, capture_output=True, text=True, timeout=60)
+    assert check.stdout.split() == ["fla_stand_in", "qla_pkg", "whl_stand_in"], check.stderr
+    # A truncated bundle ends in one line naming it, not a half-unpacked path.
+    data = (repo / ".qla" / "site.tar.xz").read_bytes()
+    (repo / ".qla" / "site.tar.xz").write_bytes(data[: len(data) // 2])
+    result = processes.run([script, "unpack"], env={**env, "CARRY_DIR": str(tmp_path / "c2")},
+                           cwd=repo, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "gpu_carry.sh: .qla/site.tar.xz did not unpack (truncated copy?)")
+    bad = processes.run([script, "build", "nonsense"], env=env, cwd=repo, timeout=60)
+    assert bad.returncode == 2 and "build takes study, fla or qla, got 'nonsense'" in bad.stderr
