@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The Python packages a lent GPU machine lacks, carried in ignored folders of the checkout.
 #
-#   launch/gpu_carry.sh build [study|fla|qla]...   here (package index needed), from the
-#       repository root; default all three:
+#   launch/gpu_carry.sh build [study|corpus|fla|qla]...   here (package index needed),
+#       from the repository root; default all four:
 #         study  .whl/    ml_collections and absl-py wheels (launch/study_gpu.sh reads them)
+#         corpus .shared/corpus/  a copy of ../shared/data/corpus (configs/study_gpu.py)
 #         fla    .fla/    flash-linear-attention wheels from ../shared/wheels (benchmarks/gdn.py)
 #         qla    .qla/    the FlashQLA bundle, ../shared/tools/flashqla_bundle.sh (44 MB)
 #       Then name the folders in the device call's carry (.qla fills most of its 64 MiB).
@@ -19,7 +20,7 @@ case $cmd in
   build)
     shared=${SHARED:-../shared}
     parts=("$@")
-    [[ ${#parts[@]} -gt 0 ]] || parts=(study fla qla)
+    [[ ${#parts[@]} -gt 0 ]] || parts=(study corpus fla qla)
     for part in "${parts[@]}"; do
       case $part in
         study)
@@ -27,16 +28,19 @@ case $cmd in
           "${PYTHON:-python3}" -m pip download --quiet --only-binary=:all: --no-deps \
             --python-version 3.12 --implementation cp --abi cp312 \
             --platform manylinux2014_x86_64 -d .whl ml_collections absl-py ;;
+        corpus)
+          rm -rf .shared/corpus && mkdir -p .shared
+          cp -r "$shared/data/corpus" .shared/corpus ;;
         fla)
           mkdir -p .fla
           cp "$shared"/wheels/*.whl .fla/ ;;
         qla)
           bash "$shared/tools/flashqla_bundle.sh" .qla/site.tar.xz ;;
-        *) echo "gpu_carry.sh: build takes study, fla or qla, got '$part'" >&2; exit 2 ;;
+        *) echo "gpu_carry.sh: build takes study, corpus, fla or qla, got '$part'" >&2; exit 2 ;;
       esac
       echo "gpu_carry.sh: built $part" >&2
     done
-    du -sh .whl .fla .qla 1>&2 2>/dev/null || true ;;
+    du -sh .whl .shared .fla .qla 1>&2 2>/dev/null || true ;;
   unpack)
     dir=${CARRY_DIR:-/tmp/carry}
     path=$PWD

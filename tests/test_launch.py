@@ -119,4 +119,4 @@ def test_gpu_carry_unpacks_what_travels_and_puts_it_on_the_path(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "gpu_carry.sh: .qla/site.tar.xz did not unpack (truncated copy?)")
     bad = processes.run([script, "build", "nonsense"], env=env, cwd=repo, timeout=60)
-    assert bad.returncode == 2 and "build takes study, fla or qla, got 'nonsense'" in bad.stderr
+    assert bad.returncode == 2 and "build takes study, corpus, fla or qla, got 'nonsense'" in bad.stderr
