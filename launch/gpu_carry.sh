@@ -47,7 +47,10 @@ case $cmd in
     if compgen -G ".fla/*.whl" > /dev/null; then
       if [[ ! -e $dir/fla/.done ]]; then
         mkdir -p "$dir/fla"
-        for w in .fla/*.whl; do "${PYTHON:-python3}" -m zipfile -e "$w" "$dir/fla"; done
+        for w in .fla/*.whl; do
+          "${PYTHON:-python3}" -m zipfile -e "$w" "$dir/fla" 2>/dev/null || {
+            echo "gpu_carry.sh: $w did not unpack (truncated copy?)" >&2; exit 1; }
+        done
         touch "$dir/fla/.done"
       fi
       path="$path:$dir/fla"

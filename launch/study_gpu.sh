@@ -92,7 +92,8 @@ if [[ -n $(missing "${need[@]}") && -d .whl ]]; then
 fi
 still=$(missing "${need[@]}")
 if [[ -n $still ]]; then
-  echo "study_gpu.sh: missing Python modules: $still. Put their wheels in .whl, e.g."
+  echo "study_gpu.sh: missing Python modules: $still. Put their wheels in .whl"
+  echo "  (launch/gpu_carry.sh build study makes it for ml_collections and absl), e.g."
   echo "  pip download --only-binary=:all: --no-deps --python-version 3.12 \\"
   echo "    --implementation cp --abi cp312 --platform manylinux2014_x86_64 -d .whl <package>"
   exit 2

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shlex
+import subprocess
+import sys
+import tarfile
+import zipfile
 
 import pytest
 
@@ -76,7 +81,6 @@ def test_local_script_reports_the_first_failing_process(fake_bin, tmp_path):
 
 
 def _wheel(path: pathlib.Path, package: str) -> None:
-    import zipfile
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(f"{package}/__init__.py", f"NAME = {package!r}\n")
 
@@ -84,10 +88,6 @@ def _wheel(path: pathlib.Path, package: str) -> None:
 def test_gpu_carry_unpacks_what_travels_and_puts_it_on_the_path(tmp_path):
     # launch/gpu_carry.sh unpack, as on the GPU machine: stand-ins for the fla wheels, the
     # FlashQLA bundle and a pure-Python wheel, each importable after the printed exports.
-    import shlex
-    import subprocess
-    import sys
-    import tarfile
     repo = tmp_path / "repo"
     for d in (".fla", ".qla", ".whl", "src/qla_pkg"):
         (repo / d).mkdir(parents=True)
@@ -119,4 +119,5 @@ def test_gpu_carry_unpacks_what_travels_and_puts_it_on_the_path(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "gpu_carry.sh: .qla/site.tar.xz did not unpack (truncated copy?)")
     bad = processes.run([script, "build", "nonsense"], env=env, cwd=repo, timeout=60)
-    assert bad.returncode == 2 and "build takes study, corpus, fla or qla, got 'nonsense'" in bad.stderr
+    assert bad.returncode == 2
+    assert "build takes study, corpus, fla or qla, got 'nonsense'" in bad.stderr
