@@ -118,6 +118,13 @@ def test_gpu_carry_unpacks_what_travels_and_puts_it_on_the_path(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         "gpu_carry.sh: .qla/site.tar.xz did not unpack (truncated copy?)")
+    wheel = repo / ".fla" / "fla_stand_in-0.6.0-py3-none-any.whl"
+    wheel.write_bytes(wheel.read_bytes()[:20])
+    result = processes.run([script, "unpack"], env={**env, "CARRY_DIR": str(tmp_path / "c3")},
+                           cwd=repo, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"gpu_carry.sh: {wheel.relative_to(repo)} did not unpack (truncated copy?)"]
     bad = processes.run([script, "build", "nonsense"], env=env, cwd=repo, timeout=60)
     assert bad.returncode == 2
     assert "build takes study, corpus, fla or qla, got 'nonsense'" in bad.stderr
