@@ -20,6 +20,8 @@ by default the same):
     cudnn_attn causal softmax attention through jax.nn.dot_product_attention(cudnn)
     IMPL@P     one of ours with each sequence cut into P pieces run side by side
                (`kernels/gdn/split.py`, intra-sequence parallelism), e.g. pallas@4
+    IMPL:k=v   pallas or pallas_fused with Pallas kernel tuning fields (`KernelConfig`),
+               e.g. pallas:wy_block=32, pallas_fused@2:wy_block=32:num_warps=8
 Modes: fwd and fwd+bwd (gradients wrt q, k, v, g, beta). Prints times, tokens/s and
 ratios against `xla` per shape, then a summary table (Pallas against fla and against its
 own forward) and, with flashqla among the impls, the peer table (Pallas against fla
@@ -280,7 +282,7 @@ def main() -> None:
     unknown = [i for i in impls if not is_ours(i) and i not in ("fla", "flashqla", "cudnn_attn")]
     if unknown:
         parser.error(f"--impls: unknown {', '.join(unknown)} (xla, pallas, pallas_fused, "
-                     "IMPL@P, fla, flashqla, cudnn_attn)")
+                     "IMPL@P, IMPL:key=val, fla, flashqla, cudnn_attn)")
     report = {"device": str(jax.devices()[0]), "jax": jax.__version__, "peers": versions(),
               "impls": impls, "complete": False, "results": results, "cross_check": [],
               "pallas_sweep": [], "pallas_breakdown": [], "fla_breakdown": {}}
@@ -325,7 +327,7 @@ def main() -> None:
         print_row(row, impls)
     print_summary(results)
     if "flashqla" in impls:
-        print_peers(results)
+        print_peers(results, impls)
     report["complete"] = True
     save()
     print(f"wrote {args.out}")
@@ -357,26 +359,30 @@ def print_summary(results) -> None:
               f"{cell(ratio(p_b, p_f), '{:19.2f}x')}")
 
 
-def print_peers(results) -> None:
-    """Issue 23's table: Pallas against fla Triton and FlashQLA, ms, and our speed as a
-    multiple of FlashQLA's (> 1: ours faster)."""
-    def cell(x, fmt="{:9.3f}"):
-        return fmt.format(x) if x is not None else f"{'-':>9}"
+def print_peers(results, impls) -> None:
+    """Issue 23's table: each of our implementations against FlashQLA and fla Triton,
+    ms, and our speed as a multiple of the peer's (> 1: ours faster)."""
+    def cell(x, fmt="{:8.3f}"):
+        return fmt.format(x) if x is not None else f"{'-':>8}"
 
-    print("\nms (bf16)                    fwd: pallas  fused  fla Triton  FlashQLA | fwd+bwd: "
-          "pallas  FlashQLA | speed / FlashQLA's: fwd  fused fwd  fwd+bwd | fused fwd "
-          "speed / fla Triton's")
+    def ratio(a, b):
+        return a / b if a is not None and b is not None else None
+
+    ours = [impl for impl in impls if is_ours(impl)]
+    width = max([len(impl) for impl in ours] + [10])
+    print(f"\nms (bf16) {'':<{width - 8}}  fwd   fwd+bwd | speed / FlashQLA's: fwd  fwd+bwd | "
+          "fwd speed / fla Triton's")
     for row in results:
-        p_f, p_b = _ms(row, "pallas", "fwd"), _ms(row, "pallas", "fwd+bwd")
-        f_f = _ms(row, "pallas_fused", "fwd")
-        q_f, q_b = _ms(row, "flashqla", "fwd"), _ms(row, "flashqla", "fwd+bwd")
-        t_f = _ms(row, "fla", "fwd")
-        ratio = lambda a, b: a / b if a is not None and b is not None else None  # noqa: E731
-        print(f"B={row['b']:<2} T={row['t']:<6} H={row['h']} K={row['d']} V={row['dv']}  "
-              f"{cell(p_f)} {cell(f_f, '{:6.3f}')} {cell(t_f, '{:11.3f}')} {cell(q_f)} |"
-              f"         {cell(p_b)} {cell(q_b)} |"
-              f"{cell(ratio(q_f, p_f), '{:23.2f}x')} {cell(ratio(q_f, f_f), '{:9.2f}x')} "
-              f"{cell(ratio(q_b, p_b), '{:7.2f}x')} | {cell(ratio(t_f, f_f), '{:9.2f}x')}")
+        q_f, q_b, t_f = (_ms(row, "flashqla", "fwd"), _ms(row, "flashqla", "fwd+bwd"),
+                         _ms(row, "fla", "fwd"))
+        print(f"B={row['b']} T={row['t']} H={row['h']} K={row['d']} V={row['dv']}: "
+              f"FlashQLA {cell(q_f).strip()} / {cell(q_b).strip()}, fla Triton fwd "
+              f"{cell(t_f).strip()}")
+        for impl in ours:
+            f, b = _ms(row, impl, "fwd"), _ms(row, impl, "fwd+bwd")
+            print(f"  {impl:<{width}} {cell(f)} {cell(b, '{:9.3f}')} |"
+                  f"{cell(ratio(q_f, f), '{:23.2f}x')} {cell(ratio(q_b, b), '{:7.2f}x')} |"
+                  f"{cell(ratio(t_f, f), '{:24.2f}x')}")
         if isinstance(row.get("flashqla"), str):
             print(f"  flashqla: {row['flashqla']}")
 

@@ -35,7 +35,12 @@ from fla_peer import (  # benchmarks/ is on sys.path
     to_torch,
 )
 
-from hybrid_jax.kernels.gdn import gated_delta_rule, gated_delta_rule_recurrent
+from hybrid_jax.kernels.gdn import (
+    gated_delta_rule,
+    gated_delta_rule_pallas_gpu,
+    gated_delta_rule_recurrent,
+)
+from hybrid_jax.kernels.gdn.split import gated_delta_rule_split
 
 MISMATCH_REL = 3e-2
 NAMES = ("o", "state", "dq", "dk", "dv", "dg", "dbeta")
@@ -44,21 +49,52 @@ NAMES = ("o", "state", "dq", "dk", "dv", "dg", "dbeta")
 OURS = ("xla", "pallas", "pallas_fused")
 
 
+def parse_ours(impl: str) -> tuple[str, int, dict[str, int]] | None:
+    """'NAME[@P][:key=val...]' -> (NAME, P, tuning), or None if it is not one of ours.
+
+    NAME is one of OURS; '@P' cuts each sequence into P >= 1 pieces run side by side;
+    each ':key=val' is a Pallas kernel tuning field (`KernelConfig`, an int), for pallas
+    and pallas_fused only: 'pallas:wy_block=32', 'pallas_fused@2:wy_block=32:num_warps=8'.
+    """
+    head, *fields = impl.split(":")
+    name, _, pieces = head.partition("@")
+    if name not in OURS or (pieces and not (pieces.isdigit() and int(pieces) >= 1)):
+        return None
+    tuning = {}
+    for field in fields:
+        key, eq, val = field.partition("=")
+        if not (eq and key.isidentifier() and val.lstrip("-").isdigit()) or name == "xla":
+            return None
+        tuning[key] = int(val)
+    return name, int(pieces or 1), tuning
+
+
 def is_ours(impl: str) -> bool:
-    """One of OURS, or one of them with each sequence cut into P pieces: 'pallas@4'."""
-    name, _, pieces = impl.partition("@")
-    return name in OURS and (not pieces or pieces.isdigit() and int(pieces) >= 1)
+    """One of OURS, maybe cut into pieces and tuned: see `parse_ours`."""
+    return parse_ours(impl) is not None
 
 
 def our_impl(impl: str) -> Callable:
-    """(q, k, v, g, beta) -> (o, state) of one of our timed implementations, through the
-    dispatcher: xla, pallas, and pallas_fused (the Triton kernels with their fused
-    forward, `fused_fwd=1`: an A-and-P kernel and one state pass); 'IMPL@P' runs IMPL
-    with each sequence cut into P pieces side by side (`kernels/gdn/split.py`)."""
-    if is_ours(impl):  # (off GPU the dispatcher runs the Pallas kernels interpreted)
-        name, _, pieces = impl.partition("@")
-        return lambda *a: gated_delta_rule(*a, impl=name, pieces=int(pieces or 1))
-    raise ValueError(f"not one of ours: {impl}")
+    """(q, k, v, g, beta) -> (o, state) of one of our timed implementations: xla, pallas,
+    and pallas_fused (the Triton kernels with their fused forward, `fused_fwd=1`: an
+    A-and-P kernel and one state pass), through the dispatcher; with tuning fields the
+    Triton kernels directly (interpreted off GPU); 'IMPL@P' runs IMPL with each
+    sequence cut into P pieces side by side (`kernels/gdn/split.py`)."""
+    parsed = parse_ours(impl)
+    if parsed is None:
+        raise ValueError(f"not one of ours: {impl}")
+    name, pieces, tuning = parsed
+    if not tuning:  # (off GPU the dispatcher runs the Pallas kernels interpreted)
+        return lambda *a: gated_delta_rule(*a, impl=name, pieces=pieces)
+    tuning = {"fused_fwd": int(name == "pallas_fused"), **tuning}
+    interpret = jax.default_backend() != "gpu"
+
+    def whole(*a, **kw):
+        return gated_delta_rule_pallas_gpu(*a, interpret=interpret, **tuning, **kw)
+
+    if pieces == 1:
+        return whole
+    return lambda *a: gated_delta_rule_split(whole, *a, pieces=pieces)
 
 
 def gdn_inputs(b, t, h, d, dv, seed=0):

@@ -62,9 +62,10 @@ def test_op_profile_groups_kernels(monkeypatch):
 def test_gdn_benchmark_times_and_checks_the_fused_forward(tmp_path):
     """benchmarks/gdn.py in the Pallas interpreter at a tiny shape: pallas_fused (the
     fused forward) is timed beside pallas and cross-checked against the float32
-    recurrence (so the GPU run's peer table compares the same function), and so is
-    pallas@2 (each sequence in two pieces side by side); fla, absent here, is reported,
-    not dropped; an unknown impl is refused in one line. The file is written after every
+    recurrence (so the GPU run's peer table compares the same function), and so are
+    pallas@2 (each sequence in two pieces side by side) and pallas:wy_block=16 (a kernel
+    tuning field); fla and FlashQLA, absent here, are reported, not dropped, and the
+    peer table still prints; an unknown impl is refused in one line. The file is written after every
     step (a GPU call cut by its limit keeps what it measured): while the rows are being
     timed it already holds the cross-check, marked incomplete."""
     out = tmp_path / "gdn.json"
@@ -77,20 +78,26 @@ def test_gdn_benchmark_times_and_checks_the_fused_forward(tmp_path):
                          len(partial["results"])))
 
     run = processes.run([sys.executable, processes.ROOT / "benchmarks" / "gdn.py",
-                         "--interpret", "--impls=pallas,pallas_fused,pallas@2,fla", "--seq_lens=32",
-                         "--tokens=32", "--heads=1", "--head_dim=16", "--check=1,48,2",
-                         f"--out={out}"], timeout=600, watch=watch)
+                         "--interpret",
+                         "--impls=pallas,pallas_fused,pallas@2,pallas:wy_block=16,fla,flashqla",
+                         "--seq_lens=32", "--tokens=32", "--heads=1", "--head_dim=16",
+                         "--check=1,48,2", f"--out={out}"], timeout=600, watch=watch)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (False, 1, 0) in seen, sorted(set(seen))
     report = json.loads(out.read_text())
     assert report["complete"] is True
     check = report["cross_check"][0]
-    for impl in ("pallas", "pallas_fused", "pallas@2"):
+    ours = ("pallas", "pallas_fused", "pallas@2", "pallas:wy_block=16")
+    for impl in ours:
         assert isinstance(check[impl], dict), check[impl]
         assert max(check[impl]["o"]["rel"], check[impl]["state"]["rel"]) < 3e-2, check[impl]
-    assert isinstance(check["fla"], str) and check["fla"].startswith("unavailable")
+    for peer in ("fla", "flashqla"):
+        assert isinstance(check[peer], str) and check[peer].startswith("unavailable")
     row = report["results"][0]
-    assert all(row[impl]["fwd"] > 0 for impl in ("pallas", "pallas_fused", "pallas@2"))
-    bad = processes.run([sys.executable, processes.ROOT / "benchmarks" / "gdn.py",
-                         "--impls=pallas,pallas@x", f"--out={out}"], timeout=300)
-    assert bad.returncode == 2 and "--impls: unknown pallas@x" in bad.stderr
+    assert all(row[impl]["fwd"] > 0 for impl in ours)
+    assert "pallas:wy_block=16" in run.stdout.split("speed / FlashQLA's")[-1]
+    for impls, named in (("pallas,pallas@x", "pallas@x"), ("pallas:wy_block", "pallas:wy_block"),
+                         ("xla:wy_block=16", "xla:wy_block=16")):
+        bad = processes.run([sys.executable, processes.ROOT / "benchmarks" / "gdn.py",
+                             f"--impls={impls}", f"--out={out}"], timeout=300)
+        assert bad.returncode == 2 and f"--impls: unknown {named} " in bad.stderr, bad.stderr

@@ -407,29 +407,42 @@ def test_gpu_stress_finite(wy_block):
             assert np.isfinite(np.asarray(x, np.float32)).all()
 
 
-# ------------------------------------------------- WY inverse on sub-blocks (GPU option)
+# ------------------------------------------- WY factors on row blocks (GPU option)
 @pytest.mark.parametrize("c,sb", [(64, 16), (64, 32), (32, 16), (16, 16)])
-def test_blocked_inverse_equals_the_whole_chunk_inverse(c, sb):
-    """pc.blocked_inverse is (I + M)^-1 of the whole chunk, documents included."""
-    dk = 32
+def test_blocked_wy_equals_the_whole_chunk(c, sb):
+    """pc.blocked_wy's blocks are those of the whole chunk's A = (I + M)^-1, W and P
+    (documents included), and its U those of A (beta V)."""
+    dk, dv = 32, 24
     rng = np.random.default_rng(c + sb)
-    k = rng.normal(size=(c, dk)) / np.sqrt(dk)
+    q, k = (rng.normal(size=(c, dk)) / np.sqrt(dk) for _ in range(2))
+    v = rng.normal(size=(c, dv))
     beta = rng.uniform(0, 2, c)
     gamma = np.cumsum(rng.uniform(-0.3, 0, c))
     rel = np.cumsum(rng.random(c) < 0.05).astype(np.float32)  # a few documents start
-    cfg = pc.KernelConfig(chunk=c, scale=1.0, mm_dtype=jnp.float32,
+    cfg = pc.KernelConfig(chunk=c, scale=0.7, mm_dtype=jnp.float32,
                           mm_precision=jax.lax.Precision.HIGHEST,
                           inv_precision=jax.lax.Precision.HIGHEST, interpret=True, block_v=16)
     as32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
     dec = pc.decays(as32(gamma), as32(rel))
-    _, _, a_whole = pc._kkt_and_inverse(as32(k), as32(beta), dec, cfg)
-    a = np.asarray(pc.blocked_inverse(
-        lambda i: tuple(as32(x[i * sb:(i + 1) * sb]) for x in (k, beta, gamma, rel)),
-        c // sb, cfg))
-    np.testing.assert_allclose(a, np.asarray(a_whole), rtol=0, atol=1e-5)
-    # and it really inverts I + M (M by its definition, in float64)
+    w_whole, p_whole, a_whole = pc.wy_forward(as32(q), as32(k), as32(beta), dec, cfg)
+    u_whole = pc.wy_values(a_whole, as32(v), as32(beta), cfg)
+    nb = c // sb
+    part = lambda x, i: as32(x[i * sb:(i + 1) * sb])  # noqa: E731
+    blocks = [pc.ChunkBlock(*(part(x, i) for x in (q, k, beta, gamma, rel)))
+              for i in range(nb)]
+    f = pc.blocked_wy(blocks, cfg, w=True, scores=True)
+    us = pc.blocked_values(f.a, [part(v, i) for i in range(nb)],
+                           [x.beta for x in blocks], cfg)
+    whole = lambda d: np.block([[np.asarray(d[i, j]) if j <= i else np.zeros((sb, sb))  # noqa: E731
+                                 for j in range(nb)] for i in range(nb)])
+    a = whole(f.a)
+    for got, want in ((a, a_whole), (whole(f.p), p_whole), (np.concatenate(f.w), w_whole),
+                      (np.concatenate(us), u_whole)):
+        np.testing.assert_allclose(got, np.asarray(want), rtol=0, atol=1e-5)
+    # and A really inverts I + M (M by its definition, in float64)
     m = np.tril(beta[:, None] * (k @ k.T) * np.asarray(dec.gam, np.float64), -1)
     np.testing.assert_allclose(a @ (np.eye(c) + m), np.eye(c), atol=1e-5)
+    assert pc.blocked_wy(blocks, cfg, w=False, scores=False)[1:] == (None, None)
 
 
 @pytest.mark.parametrize("t,chunk,wy_block,dtype,packed", [

@@ -92,7 +92,7 @@ class KernelConfig:
     block_v_grads: int = 0  # GPU: V-block of the gradient kernels (0: block_v)
     block_v_wy: int = 0  # GPU: V-block in which the wy kernel forms U (0: all of V)
     pad_v: int = 0  # pad V to a multiple of this (0: to the next power of two, see padded_dim)
-    wy_block: int = 0  # GPU: form A on sub-blocks of this many rows (`blocked_inverse`; 0: no)
+    wy_block: int = 0  # GPU: form A, W, U, P on row blocks of this many rows (`blocked_wy`; 0: no)
     fused_fwd: int = 0  # GPU: 1 = the A-and-P kernel + one fused state pass (`make_core`)
     block_v_fused: int = 0  # GPU: V-block of the fused state pass (0: block_v)
     num_warps_fused: int = 0  # GPU: its warps (0: num_warps_state)
@@ -192,12 +192,11 @@ def chunk_scores(q: jax.Array, k: jax.Array, dec: Decays, cfg: KernelConfig) -> 
 
 
 def wy_forward(q: jax.Array, k: jax.Array, beta: jax.Array, dec: Decays,
-               cfg: KernelConfig, a: jax.Array | None = None):
+               cfg: KernelConfig):
     """W [C, K], P [C, C] and A [C, C] of one chunk, fp32 (the caller stores A only
     under differentiation); U comes from `wy_values`, on as much of V as the caller
-    holds at once. `a`: A if the caller formed it already (`blocked_inverse`)."""
-    if a is None:
-        _, _, a = _kkt_and_inverse(k, beta, dec, cfg)
+    holds at once."""
+    _, _, a = _kkt_and_inverse(k, beta, dec, cfg)
     xw = k.astype(F32) * (beta * dec.d_in)[:, None]
     w = dot(a, xw, dtype=cfg.mm_dtype, precision=cfg.mm_precision)
     return w, chunk_scores(q, k, dec, cfg), a
@@ -209,68 +208,92 @@ def wy_values(a: jax.Array, v: jax.Array, beta: jax.Array, cfg: KernelConfig) ->
                precision=cfg.mm_precision)
 
 
-def blocked_inverse(load: Callable[[int], tuple[jax.Array, ...]], num_blocks: int,
-                    cfg: KernelConfig) -> jax.Array:
-    """A = (I + M)^-1 [C, C] of one chunk, formed on S x S sub-blocks (C = num_blocks S)
-    instead of C x C tiles; the same matrix as `_kkt_and_inverse`'s.
+class ChunkBlock(NamedTuple):
+    """Rows i S .. (i + 1) S of one chunk, as loaded by a kernel (gamma and rel as for
+    `decays`: chunk-local, so the blocks of one chunk share them)."""
 
-    `load(i)` returns (k [S, K], beta [S], gamma [S], rel [S]) of sub-block i (rows
-    i S .. (i + 1) S of the chunk; gamma and rel as for `decays`). M's lower blocks are
-    products S x K x S (the upper ones are never formed); each diagonal block is inverted
-    by `unit_lower_inverse` on S x S; below the diagonal, A_ij = -A_ii sum_{j <= m < i}
-    M_im A_mj (block forward substitution on the identity); the blocks are then put
-    together into one tile for the dense products that follow. At C = 64, S = 16 the
-    inverse takes 6 x 4 + 16 products of 16 x 16 x 16 instead of 10 of 64 x 64 x 64.
-    (fla's fused kkt / solve kernel works on 16 x 16 blocks for the same reason.)
+    q: jax.Array | None  # [S, K] (None where no scores are formed)
+    k: jax.Array  # [S, K]
+    beta: jax.Array  # [S]
+    gamma: jax.Array  # [S]
+    rel: jax.Array  # [S]
+
+
+def _block_decay(x: ChunkBlock, y: ChunkBlock, diagonal: bool) -> jax.Array:
+    """Gam between the rows of block x and those of block y (x at or after y)."""
+    keep = x.rel[:, None] == y.rel[None, :]
+    if diagonal:
+        s = x.gamma.shape[0]
+        keep = keep & (lax.broadcasted_iota(jnp.int32, (s, s), 0)
+                       >= lax.broadcasted_iota(jnp.int32, (s, s), 1))
+    return masked_exp(keep, x.gamma[:, None] - y.gamma[None, :])
+
+
+class BlockedWY(NamedTuple):
+    """One chunk's factors on S x S blocks (keys (i, j), i >= j; the blocks above the
+    diagonal are zero and never formed), fp32."""
+
+    a: dict[tuple[int, int], jax.Array]  # A = (I + M)^-1
+    w: list[jax.Array] | None  # W = A (beta d K), by row block [S, K]
+    p: dict[tuple[int, int], jax.Array] | None  # P = scale (Q K^T) Gam
+
+
+def blocked_wy(blocks: list[ChunkBlock], cfg: KernelConfig, *, w: bool,
+               scores: bool) -> BlockedWY:
+    """A (and W, P) of one chunk formed on its row blocks; the same matrices as
+    `wy_forward`'s, for a fraction of the inverse's work.
+
+    M's lower blocks are products S x K x S; each diagonal block is inverted by
+    `unit_lower_inverse` on S x S; below the diagonal, A_ij = -A_ii sum_{j <= m < i}
+    M_im A_mj (block forward substitution on the identity). W and P are formed block
+    by block and nothing is put back together: the kernel stores each block where it
+    belongs. At C = 64 in two blocks of 32 the inverse takes 4 levels of two 32^3
+    products plus two for the corner, 18 / 8 = 2.25 of the whole chunk's 64^3 product
+    against its 10 (fla's and FlashQLA's solve kernels block the same way, in 16s).
     """
     mm, prec, inv_prec = cfg.mm_dtype, cfg.mm_precision, cfg.inv_precision
-    ks, betas, gammas, rels = (list(x) for x in zip(*(load(i) for i in range(num_blocks))))
-    strict = _strict(ks[0].shape[0])
-    m = {}
-    for i in range(num_blocks):
+    nb = len(blocks)
+    strict = _strict(blocks[0].k.shape[0])
+    m, p = {}, {} if scores else None
+    for i in range(nb):
         for j in range(i + 1):
-            kk = dot(ks[i], ks[j], tb=True, dtype=mm, precision=prec)
-            keep = rels[i][:, None] == rels[j][None, :]
+            gam = _block_decay(blocks[i], blocks[j], diagonal=i == j)
+            kk = dot(blocks[i].k, blocks[j].k, tb=True, dtype=mm, precision=prec)
+            m[i, j] = blocks[i].beta[:, None] * kk * gam
             if i == j:
-                keep = keep & strict
-            diff = gammas[i][:, None] - gammas[j][None, :]
-            m[i, j] = betas[i][:, None] * kk * masked_exp(keep, diff)
-    a = {(i, i): unit_lower_inverse(m[i, i], inv_prec) for i in range(num_blocks)}
-    for i in range(1, num_blocks):
+                m[i, j] = jnp.where(strict, m[i, j], 0.0)
+            if scores:
+                p[i, j] = cfg.scale * dot(blocks[i].q, blocks[j].k, tb=True, dtype=mm,
+                                          precision=prec) * gam
+    a = {(i, i): unit_lower_inverse(m[i, i], inv_prec) for i in range(nb)}
+    for i in range(1, nb):
         for j in range(i):
             acc = dot(m[i, j], a[j, j], precision=inv_prec)
             for mid in range(j + 1, i):
                 acc += dot(m[i, mid], a[mid, j], precision=inv_prec)
             a[i, j] = -dot(a[i, i], acc, precision=inv_prec)
-    return assemble_blocks(a, num_blocks)
+    w_blocks = None
+    if w:
+        xw = [x.k.astype(F32) * (x.beta * masked_exp(x.rel == 0.0, x.gamma))[:, None]
+              for x in blocks]
+        w_blocks = [_lower_times(a, xw, i, cfg) for i in range(nb)]
+    return BlockedWY(a, w_blocks, p)
 
 
-def _cat_cols(x: jax.Array, y: jax.Array) -> jax.Array:
-    """[r, c] and [r, c] side by side -> [r, 2c], in the ops Pallas' Triton lowering has
-    (a two-way stack on the last axis, a transpose, a reshape)."""
-    r, c = x.shape
-    return jnp.swapaxes(jnp.stack([x, y], axis=-1), 1, 2).reshape(r, 2 * c)
+def _lower_times(a: dict[tuple[int, int], jax.Array], xs: list[jax.Array], i: int,
+                 cfg: KernelConfig) -> jax.Array:
+    """Row block i of (block-lower A) X: sum over j <= i of A_ij X_j."""
+    out = dot(a[i, 0], xs[0], dtype=cfg.mm_dtype, precision=cfg.mm_precision)
+    for j in range(1, i + 1):
+        out = out + dot(a[i, j], xs[j], dtype=cfg.mm_dtype, precision=cfg.mm_precision)
+    return out
 
 
-def _cat_rows(x: jax.Array, y: jax.Array) -> jax.Array:
-    return _cat_cols(x.T, y.T).T
-
-
-def assemble_blocks(a: dict[tuple[int, int], jax.Array], num_blocks: int) -> jax.Array:
-    """The [C, C] matrix of lower blocks a[i, j] (i >= j; zeros above), by pairwise
-    concatenation (num_blocks a power of two)."""
-    zero = jnp.zeros_like(a[0, 0])
-
-    def tile(rows: range, cols: range) -> jax.Array:
-        if len(cols) > 1:
-            half = len(cols) // 2
-            return _cat_cols(tile(rows, cols[:half]), tile(rows, cols[half:]))
-        if len(rows) > 1:
-            half = len(rows) // 2
-            return _cat_rows(tile(rows[:half], cols), tile(rows[half:], cols))
-        return a[rows[0], cols[0]] if cols[0] <= rows[0] else zero
-
-    return tile(range(num_blocks), range(num_blocks))
+def blocked_values(a: dict[tuple[int, int], jax.Array], vs: list[jax.Array],
+                   betas: list[jax.Array], cfg: KernelConfig) -> list[jax.Array]:
+    """U = A (beta V) by row block, on one V-block (vs[i]: [S, BV] of block i), fp32."""
+    xu = [v.astype(F32) * beta[:, None] for v, beta in zip(vs, betas)]
+    return [_lower_times(a, xu, i, cfg) for i in range(len(vs))]
 
 
 def state_forward(q, k, w, u, p, dec: Decays, s: jax.Array, cfg: KernelConfig):

@@ -113,6 +113,16 @@ def _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, b, rows, h):
     return beta, pc.decays(gamma_ref[b, rows, h], rel_ref[b, rows])
 
 
+def _store_lower(ref, blocks, bi, rows, h):
+    """Store a chunk's [C, C] matrix given by its lower blocks (`pc.BlockedWY`) into
+    ref [b, t, n, C] at row blocks `rows`; the blocks above the diagonal are zeros."""
+    sb = blocks[0, 0].shape[0]
+    for i, r in enumerate(rows):
+        for j in range(len(rows)):
+            x = blocks[i, j] if j <= i else jnp.zeros((sb, sb), F32)
+            ref[bi, r, h, pl.ds(j * sb, sb)] = x.astype(ref.dtype)
+
+
 class _Triton:
     """The Backend of pallas_common.make_core for the Triton lowering."""
 
@@ -133,14 +143,26 @@ class _Triton:
         def gdn_wy_kernel(q_ref, k_ref, v_ref, beta_ref, gamma_ref, rel_ref, w_ref, u_ref,
                           p_ref, *a_ref):
             ci, h, bi = _ids()
+            if cfg.wy_block:  # on row blocks, each stored where it belongs
+                rows, blocks = self._chunk_blocks(cfg, q_ref, k_ref, beta_ref, gamma_ref,
+                                                  rel_ref, ci, h, bi)
+                f = pc.blocked_wy(blocks, cfg, w=True, scores=True)
+                for i, r in enumerate(rows):
+                    w_ref[bi, r, h, :] = f.w[i].astype(w_ref.dtype)
+                _store_lower(p_ref, f.p, bi, rows, h)
+                if save:
+                    _store_lower(a_ref[0], f.a, bi, rows, h)
+                for j in range(dv // bu):
+                    cols = pl.ds(j * bu, bu)
+                    us = pc.blocked_values(f.a, [v_ref[bi, r, h, cols] for r in rows],
+                                           [x.beta for x in blocks], cfg)
+                    for r, u in zip(rows, us):
+                        u_ref[bi, r, h, cols] = u.astype(u_ref.dtype)
+                return
             rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
-            a = None
-            if cfg.wy_block:  # A on sub-blocks of wy_block rows, loaded piece by piece
-                a = self._blocked_inverse(cfg, k_ref, beta_ref, gamma_ref, rel_ref, ci, h,
-                                          bi)
             w, p, a = pc.wy_forward(q_ref[bi, rows, h, :], k_ref[bi, rows, h, :], beta, dec,
-                                    cfg, a=a)
+                                    cfg)
             w_ref[bi, rows, h, :] = w.astype(w_ref.dtype)
             p_ref[bi, rows, h, :] = p.astype(p_ref.dtype)
             if save:
@@ -238,14 +260,17 @@ class _Triton:
 
         def gdn_inverse_kernel(q_ref, k_ref, beta_ref, gamma_ref, rel_ref, a_ref, p_ref):
             ci, h, bi = _ids()
+            if cfg.wy_block:
+                rows, blocks = self._chunk_blocks(cfg, q_ref, k_ref, beta_ref, gamma_ref,
+                                                  rel_ref, ci, h, bi)
+                f = pc.blocked_wy(blocks, cfg, w=False, scores=True)
+                _store_lower(a_ref, f.a, bi, rows, h)
+                _store_lower(p_ref, f.p, bi, rows, h)
+                return
             rows = _rows(ci, c)
             beta, dec = _load_chunk_scalars(beta_ref, gamma_ref, rel_ref, bi, rows, h)
-            if cfg.wy_block:
-                a = self._blocked_inverse(cfg, k_ref, beta_ref, gamma_ref, rel_ref, ci,
-                                          h, bi)
-            else:
-                a = pc.chunk_inverse(k_ref[bi, rows, h, :], beta, dec, cfg)
-            a_ref[bi, rows, h, :] = a.astype(a_ref.dtype)
+            a_ref[bi, rows, h, :] = pc.chunk_inverse(k_ref[bi, rows, h, :], beta, dec,
+                                                     cfg).astype(a_ref.dtype)
             p_ref[bi, rows, h, :] = pc.chunk_scores(q_ref[bi, rows, h, :],
                                                     k_ref[bi, rows, h, :], dec,
                                                     cfg).astype(p_ref.dtype)
@@ -267,16 +292,15 @@ class _Triton:
         return o, ht, a, p, states, v_new
 
     @staticmethod
-    def _blocked_inverse(cfg, k_ref, beta_ref, gamma_ref, rel_ref, ci, h, bi):
-        """A of chunk ci on sub-blocks of cfg.wy_block rows, loaded piece by piece."""
+    def _chunk_blocks(cfg, q_ref, k_ref, beta_ref, gamma_ref, rel_ref, ci, h, bi):
+        """The row blocks of chunk ci (cfg.wy_block rows each): their row slices and
+        their loaded q, k, beta, gamma, rel (`pc.ChunkBlock`)."""
         sb = cfg.wy_block
-
-        def sub(i):
-            r = pl.ds(pl.multiple_of(ci * cfg.chunk + i * sb, sb), sb)
-            return (k_ref[bi, r, h, :], beta_ref[bi, r, h], gamma_ref[bi, r, h],
-                    rel_ref[bi, r])
-
-        return pc.blocked_inverse(sub, cfg.chunk // sb, cfg)
+        rows = [pl.ds(pl.multiple_of(ci * cfg.chunk + i * sb, sb), sb)
+                for i in range(cfg.chunk // sb)]
+        return rows, [pc.ChunkBlock(q_ref[bi, r, h, :], k_ref[bi, r, h, :],
+                                    beta_ref[bi, r, h], gamma_ref[bi, r, h], rel_ref[bi, r])
+                      for r in rows]
 
     # --------------------------------------------------------------- backward
     def state_bwd(self, cfg, q, k, w, p, gamma, rel, do, dht, *, a=None, beta=None):
