@@ -342,6 +342,7 @@ def test_gpu_split(dtype, dk, dv, pieces):
     (jnp.bfloat16, 128, 128, True, {"block_v_fused": 32}),
     (jnp.bfloat16, 96, 192, True, {}),  # the release's heads (V in 64-wide blocks)
     (jnp.float32, 64, 64, True, {}),
+    (jnp.bfloat16, 128, 128, True, {"wy_block": 32}),  # A and P stored by row blocks
 ])
 def test_gpu_fused_forward(dtype, dk, dv, packed, extra):
     """The fused forward (fused_fwd=1) compiled for real: forward and gradients through
@@ -378,6 +379,7 @@ def test_gpu_backward_defaults(b, n, dk, dv, launch):
 @pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
 @pytest.mark.parametrize("wy_block,dtype,dk,dv", [
     (16, jnp.bfloat16, 128, 128),
+    (32, jnp.bfloat16, 128, 128),
     (32, jnp.bfloat16, 96, 192),
     (16, jnp.float32, 64, 64),
 ])
@@ -391,7 +393,7 @@ def test_gpu_wy_block(wy_block, dtype, dk, dv):
 
 
 @pytest.mark.skipif(not ON_GPU, reason="needs a GPU (Triton kernels compiled for real)")
-@pytest.mark.parametrize("wy_block", [0, 16])
+@pytest.mark.parametrize("wy_block", [0, 16, 32])
 def test_gpu_stress_finite(wy_block):
     fn = _kernel("gpu", 64, wy_block=wy_block)
     for g_range, beta_lo, beta_hi in (((-1e-6, -1e-7), 1.99, 2.0), ((-20.0, -19.0), 0.0, 2.0)):
