@@ -4,10 +4,13 @@ attention.
 Same run, same GPU, same shapes (bf16, H heads, Dk = `--head_dim`, Dv = `--value_dim`,
 by default the same):
     xla        hybrid_jax chunked UT/WY form under jit (the reference tier)
-    pallas     hybrid_jax Pallas Triton kernels (`pallas_gpu.py`), through the dispatcher
-    pallas_fused  the same kernels with `fused_fwd=1` (gdn_impl=pallas_fused): the forward
-               is an A-and-P kernel and one state pass that forms V' on chip (no W or U
-               in memory); the reverse state pass then reads A instead of W
+    pallas     hybrid_jax Pallas Triton kernels (`pallas_gpu.py`), through the dispatcher:
+               the forward outside differentiation (bf16) is the fused one, an A-and-P
+               kernel and one state pass that forms V' on chip (no W or U in memory)
+    pallas_fused  the same kernels with the fused forward under differentiation too
+               (gdn_impl=pallas_fused; the reverse state pass then reads A, not W)
+    pallas_unfused  the same kernels with no fused forward (the wy kernel and the state
+               pass; the default before 2026-12-08)
     fla        flash-linear-attention `chunk_gated_delta_rule` (torch/Triton), if importable,
                called with FLA_FLASH_QLA=0 so the Triton path is what is timed (its
                backward's dqkwg kernel on TileLang where tilelang is importable, as
@@ -20,7 +23,7 @@ by default the same):
     cudnn_attn causal softmax attention through jax.nn.dot_product_attention(cudnn)
     IMPL@P     one of ours with each sequence cut into P pieces run side by side
                (`kernels/gdn/split.py`, intra-sequence parallelism), e.g. pallas@4
-    IMPL:k=v   pallas or pallas_fused with Pallas kernel tuning fields (`KernelConfig`),
+    IMPL:k=v   one of the pallas ones with Pallas kernel tuning fields (`KernelConfig`),
                e.g. pallas:wy_block=32, pallas_fused@2:wy_block=32:num_warps=8
 Modes: fwd and fwd+bwd (gradients wrt q, k, v, g, beta). Prints times, tokens/s and
 ratios against `xla` per shape, then a summary table (Pallas against fla and against its
@@ -282,7 +285,7 @@ def main() -> None:
     unknown = [i for i in impls if not is_ours(i) and i not in ("fla", "flashqla", "cudnn_attn")]
     if unknown:
         parser.error(f"--impls: unknown {', '.join(unknown)} (xla, pallas, pallas_fused, "
-                     "IMPL@P, IMPL:key=val, fla, flashqla, cudnn_attn)")
+                     "pallas_unfused, IMPL@P, IMPL:key=val, fla, flashqla, cudnn_attn)")
     report = {"device": str(jax.devices()[0]), "jax": jax.__version__, "peers": versions(),
               "impls": impls, "complete": False, "results": results, "cross_check": [],
               "pallas_sweep": [], "pallas_breakdown": [], "fla_breakdown": {}}

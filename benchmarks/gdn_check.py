@@ -40,21 +40,23 @@ from hybrid_jax.kernels.gdn import (
     gated_delta_rule_pallas_gpu,
     gated_delta_rule_recurrent,
 )
+from hybrid_jax.kernels.gdn.dispatch import GPU_VARIANTS
 from hybrid_jax.kernels.gdn.split import gated_delta_rule_split
+from hybrid_jax.kernels.impl import GdnImpl
 
 MISMATCH_REL = 3e-2
 NAMES = ("o", "state", "dq", "dk", "dv", "dg", "dbeta")
 
 
-OURS = ("xla", "pallas", "pallas_fused")
+OURS = ("xla", "pallas", "pallas_fused", "pallas_unfused")
 
 
 def parse_ours(impl: str) -> tuple[str, int, dict[str, int]] | None:
     """'NAME[@P][:key=val...]' -> (NAME, P, tuning), or None if it is not one of ours.
 
     NAME is one of OURS; '@P' cuts each sequence into P >= 1 pieces run side by side;
-    each ':key=val' is a Pallas kernel tuning field (`KernelConfig`, an int), for pallas
-    and pallas_fused only: 'pallas:wy_block=32', 'pallas_fused@2:wy_block=32:num_warps=8'.
+    each ':key=val' is a Pallas kernel tuning field (`KernelConfig`, an int), for the
+    pallas ones only: 'pallas:wy_block=32', 'pallas_fused@2:wy_block=32:num_warps=8'.
     """
     head, *fields = impl.split(":")
     name, _, pieces = head.partition("@")
@@ -76,17 +78,18 @@ def is_ours(impl: str) -> bool:
 
 def our_impl(impl: str) -> Callable:
     """(q, k, v, g, beta) -> (o, state) of one of our timed implementations: xla, pallas,
-    and pallas_fused (the Triton kernels with their fused forward, `fused_fwd=1`: an
-    A-and-P kernel and one state pass), through the dispatcher; with tuning fields the
-    Triton kernels directly (interpreted off GPU); 'IMPL@P' runs IMPL with each
-    sequence cut into P pieces side by side (`kernels/gdn/split.py`)."""
+    pallas_fused and pallas_unfused (the Triton kernels with the fused forward under
+    differentiation too / nowhere: `dispatch.GPU_VARIANTS`), through the dispatcher;
+    with tuning fields the Triton kernels directly (interpreted off GPU), the variant's
+    fields first; 'IMPL@P' runs IMPL with each sequence cut into P pieces side by side
+    (`kernels/gdn/split.py`)."""
     parsed = parse_ours(impl)
     if parsed is None:
         raise ValueError(f"not one of ours: {impl}")
     name, pieces, tuning = parsed
     if not tuning:  # (off GPU the dispatcher runs the Pallas kernels interpreted)
         return lambda *a: gated_delta_rule(*a, impl=name, pieces=pieces)
-    tuning = {"fused_fwd": int(name == "pallas_fused"), **tuning}
+    tuning = {**GPU_VARIANTS.get(GdnImpl(name), {}), **tuning}
     interpret = jax.default_backend() != "gpu"
 
     def whole(*a, **kw):

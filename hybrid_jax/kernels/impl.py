@@ -24,7 +24,8 @@ class GdnImpl(str, enum.Enum):
     AUTO = "auto"
     XLA = "xla"
     PALLAS = "pallas"
-    PALLAS_FUSED = "pallas_fused"  # GPU Triton kernels with the fused forward (fused_fwd=1)
+    PALLAS_FUSED = "pallas_fused"  # GPU kernels, fused forward under differentiation too
+    PALLAS_UNFUSED = "pallas_unfused"  # GPU kernels, no fused forward (for A/B timings)
     RECURRENT = "recurrent"  # per-token lax.scan ground truth: slow, for tests
 
 

@@ -28,7 +28,8 @@ LAYER_TYPES = ("swa", "full", "gdn")
 LAYER_CODES = {"s": "swa", "f": "full", "g": "gdn"}  # "sssf", "gggf", "gggg"
 _DTYPES = ("float32", "bfloat16", "float16")
 _ATTENTION_IMPLS = ("auto", "xla", "cudnn", "pallas", "splash")  # = AttentionImpl
-_GDN_IMPLS = ("auto", "xla", "pallas", "pallas_fused", "recurrent")  # = kernels.impl.GdnImpl
+_GDN_IMPLS = (  # = kernels.impl.GdnImpl
+    "auto", "xla", "pallas", "pallas_fused", "pallas_unfused", "recurrent")
 
 
 class ConfigError(UserError, ValueError):

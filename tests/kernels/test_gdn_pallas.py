@@ -12,6 +12,8 @@ Errors are norm-relative, ||x - ref|| / ||ref||, per output and per gradient:
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,8 +167,9 @@ def test_dispatch(monkeypatch):
     assert _rel(o, o_ref) < 1e-4 and _rel(s, s_ref) < 1e-4
     from hybrid_jax.kernels.gdn import dispatch
     monkeypatch.setattr(dispatch, "platform", lambda: "tpu")
-    with pytest.raises(ValueError, match="'pallas_fused' is a GPU .Triton. kernel"):
-        gated_delta_rule(q, k, v, g, beta, impl="pallas_fused")
+    for impl in ("pallas_fused", "pallas_unfused"):
+        with pytest.raises(ValueError, match=f"'{impl}' is a GPU .Triton. kernel"):
+            gated_delta_rule(q, k, v, g, beta, impl=impl)
 
 
 @pytest.mark.parametrize("kind,target", [("gpu", "cuda"), ("tpu", "tpu")])
@@ -235,9 +238,9 @@ def test_interpret_ladder_head_dims(kind, dk, dv):
     (jnp.bfloat16, 40, 16, 24, 48, {"pad_v": 16}),
 ])
 def test_interpret_fused_forward(dtype, t, chunk, dk, dv, extra, monkeypatch):
-    """fused_fwd=1: the forward (A-and-P kernel + fused state pass) is the recurrence's
-    and the two-kernel forward's, and so are the gradients through it (its residuals:
-    A, P, states, V'; the reverse state pass forms W^T dV' from A)."""
+    """fused_fwd=1, fused_save=1: the forward (A-and-P kernel + fused state pass) is the
+    recurrence's and the two-kernel forward's, and so are the gradients through it (its
+    residuals: A, P, states, V'; the reverse state pass forms W^T dV' from A)."""
     from hybrid_jax.kernels.gdn import pallas_gpu
 
     calls = []
@@ -248,7 +251,7 @@ def test_interpret_fused_forward(dtype, t, chunk, dk, dv, extra, monkeypatch):
                             calls.append(_n) or _m(self, *a, **kw))
     inputs, h0 = make_inputs(t + dv, b=2, t=t, n=2, dk=dk, dv=dv, dtype=dtype)
     seg = _packed(2, t, dk)
-    fused = _kernel("gpu", chunk, fused_fwd=1, **extra)
+    fused = _kernel("gpu", chunk, fused_fwd=1, fused_save=1, **extra)
     o1, s1 = fused(*inputs, initial_state=h0, segment_ids=seg)
     assert calls == ["fused_forward"]  # W, U, P never written
     calls.clear()
@@ -257,16 +260,50 @@ def test_interpret_fused_forward(dtype, t, chunk, dk, dv, extra, monkeypatch):
     two = {key: val for key, val in extra.items() if key not in ("block_v_fused",
                                                                   "num_warps_fused")}
     calls.clear()
-    o2, s2 = _kernel("gpu", chunk, **two)(*inputs, initial_state=h0, segment_ids=seg)
+    o2, s2 = _kernel("gpu", chunk, fused_fwd=0, **two)(*inputs, initial_state=h0,
+                                                       segment_ids=seg)
     assert calls == ["wy", "state_fwd"]
     tight = 1e-5 if dtype == jnp.float32 else 1e-2
     assert _rel(o1, o2) < tight and _rel(s1, s2) < tight, (_rel(o1, o2), _rel(s1, s2))
+
+
+@pytest.mark.parametrize("dtype,impl,primal,under_grad", [
+    # the defaults: bf16 scores through the fused forward, trains through wy + state_fwd
+    (jnp.bfloat16, "pallas", ["fused_forward"], ["wy", "state_fwd"]),
+    (jnp.float32, "pallas", ["wy", "state_fwd"], ["wy", "state_fwd"]),  # fp32: untimed
+    (jnp.bfloat16, "pallas_fused", ["fused_forward"], ["fused_forward"]),
+    (jnp.bfloat16, "pallas_unfused", ["wy", "state_fwd"], ["wy", "state_fwd"]),
+])
+def test_interpret_fused_forward_defaults(dtype, impl, primal, under_grad, monkeypatch):
+    """Which forward each GPU variant runs outside and under differentiation (custom_vjp
+    calls the primal outside, the saving forward under it), and both give the
+    recurrence's values."""
+    from hybrid_jax.kernels.gdn import pallas_gpu
+
+    calls = []
+    for name in ("wy", "state_fwd", "fused_forward"):
+        method = getattr(pallas_gpu._Triton, name)
+        monkeypatch.setattr(pallas_gpu._Triton, name,
+                            lambda self, *a, _m=method, _n=name, **kw:
+                            calls.append(_n) or _m(self, *a, **kw))
+    monkeypatch.delenv(PALLAS_INTERPRET_ENV, raising=False)  # the GPU kernels
+    inputs, h0 = make_inputs(7, b=1, t=40, n=2, dk=16, dv=16, dtype=dtype)
+    fn = functools.partial(gated_delta_rule, impl=impl, chunk_size=16)
+    fn(*inputs, initial_state=h0)
+    assert calls == primal
+    calls.clear()
+    jax.grad(lambda v: jnp.sum(fn(*inputs[:2], v, *inputs[3:], initial_state=h0)[0]
+                               .astype(jnp.float32)))(inputs[2])
+    assert calls == under_grad
+    _check(fn, inputs, h0, _packed(1, 40, 7), dtype, grads=dtype == jnp.bfloat16)
 
 
 def test_fused_forward_is_checked():
     (q, k, v, g, beta), _ = make_inputs(1, b=1, t=20, n=1, dk=8, dv=32)
     with pytest.raises(ValueError, match="fused_fwd must be 0 or 1, got 2"):
         gated_delta_rule_pallas_gpu(q, k, v, g, beta, fused_fwd=2, interpret=True)
+    with pytest.raises(ValueError, match="fused_save must be 0 or 1, got -1"):
+        gated_delta_rule_pallas_gpu(q, k, v, g, beta, fused_save=-1, interpret=True)
     with pytest.raises(ValueError, match="block_v_fused must be a power of two"):
         gated_delta_rule_pallas_gpu(q, k, v, g, beta, fused_fwd=1, block_v_fused=24,
                                     interpret=True)
@@ -343,14 +380,17 @@ def test_gpu_split(dtype, dk, dv, pieces):
     (jnp.bfloat16, 96, 192, True, {}),  # the release's heads (V in 64-wide blocks)
     (jnp.float32, 64, 64, True, {}),
     (jnp.bfloat16, 128, 128, True, {"wy_block": 32}),  # A and P stored by row blocks
+    # the two-kernel forward, which bf16 no longer runs outside differentiation
+    (jnp.bfloat16, 128, 128, True, {"fused_fwd": 0, "fused_save": 0}),
 ])
 def test_gpu_fused_forward(dtype, dk, dv, packed, extra):
-    """The fused forward (fused_fwd=1) compiled for real: forward and gradients through
-    it against the recurrence."""
+    """The fused forward (fused_fwd=1, fused_save=1) compiled for real: forward and
+    gradients through it against the recurrence."""
     b, t, n = 2, 1000, 4
     inputs, h0 = make_inputs(dk + dv + 1, b=b, t=t, n=n, dk=dk, dv=dv, dtype=dtype)
     seg = _packed(b, t, 2) if packed else None
-    errors = _check(_kernel("gpu", 64, fused_fwd=1, **extra), inputs, h0, seg, dtype)
+    errors = _check(_kernel("gpu", 64, **{"fused_fwd": 1, "fused_save": 1, **extra}),
+                    inputs, h0, seg, dtype)
     print(f"gpu fused {jnp.dtype(dtype).name} dk={dk} dv={dv} packed={packed} {extra}: "
           + " ".join(f"{key}={err:.2e}" for key, err in errors.items()))
 

@@ -6,9 +6,14 @@
                (`pallas_tpu.py`). Elsewhere, like the attention kernels, they run in
                Pallas' interpret mode (slow; for tests), logged once: the GPU kernel,
                or the TPU kernel if HYBRID_JAX_GDN_PALLAS_INTERPRET=tpu.
-    pallas_fused  the GPU Triton kernels with their fused forward (`fused_fwd=1`: an
-               A-and-P kernel and one state pass; see `pallas_gpu._Triton.fused_forward`),
-               opt-in until timed; in interpret mode off GPU, refused on TPU.
+               On GPU (bf16) the forward outside differentiation is the fused one
+               (an A-and-P kernel and one state pass; `pallas_gpu._Triton.fused_forward`),
+               the forward under differentiation the wy kernel and the state pass.
+    pallas_fused  the GPU kernels with the fused forward under differentiation too
+               (`fused_save=1`); in interpret mode off GPU, refused on TPU.
+    pallas_unfused  the GPU kernels with no fused forward at all (`fused_fwd=0`): the
+               default before 2026-12-08, kept for side-by-side timings; as
+               pallas_fused off GPU and on TPU.
     auto       pallas on GPU and TPU, xla on CPU; the choice is logged once.
 
 `pieces` > 1 runs any of them with each sequence cut into that many pieces side by side
@@ -29,6 +34,11 @@ from hybrid_jax.kernels.impl import GdnImpl, announce, parse, platform
 from hybrid_jax.typing import GdnBeta, GdnGate, GdnQK, GdnState, GdnV, SegmentIds
 
 PALLAS_INTERPRET_ENV = "HYBRID_JAX_GDN_PALLAS_INTERPRET"
+# The GPU kernels' named variants: their fused-forward fields (`pallas_common.KernelConfig`).
+GPU_VARIANTS = {
+    GdnImpl.PALLAS_FUSED: {"fused_fwd": 1, "fused_save": 1},
+    GdnImpl.PALLAS_UNFUSED: {"fused_fwd": 0, "fused_save": 0},
+}
 
 
 def resolve_gdn_impl(impl: str | GdnImpl) -> GdnImpl:
@@ -91,14 +101,15 @@ def gated_delta_rule(
         target, interpret = pallas_target()
         fn = gated_delta_rule_pallas_gpu if target == "gpu" else gated_delta_rule_pallas_tpu
         return fn(q, k, v, g, beta, chunk_size=chunk_size, interpret=interpret, **kwargs)
-    if choice is GdnImpl.PALLAS_FUSED:
+    if choice in GPU_VARIANTS:
         if platform() == "tpu":
-            raise ValueError("gdn_impl='pallas_fused' is a GPU (Triton) kernel; on TPU use "
-                             "'pallas' or 'auto'")
+            raise ValueError(f"gdn_impl={choice.value!r} is a GPU (Triton) kernel; on TPU "
+                             "use 'pallas' or 'auto'")
         interpret = platform() != "gpu"
         if interpret:
-            announce("gated_delta_rule", "pallas_fused",
+            announce("gated_delta_rule", choice.value,
                      f"gpu kernels in interpret mode on {platform()}: slow, for tests")
         return gated_delta_rule_pallas_gpu(q, k, v, g, beta, chunk_size=chunk_size,
-                                           interpret=interpret, fused_fwd=1, **kwargs)
+                                           interpret=interpret, **GPU_VARIANTS[choice],
+                                           **kwargs)
     return gated_delta_rule_chunked(q, k, v, g, beta, chunk_size=chunk_size, **kwargs)

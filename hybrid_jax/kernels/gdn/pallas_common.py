@@ -93,7 +93,9 @@ class KernelConfig:
     block_v_wy: int = 0  # GPU: V-block in which the wy kernel forms U (0: all of V)
     pad_v: int = 0  # pad V to a multiple of this (0: to the next power of two, see padded_dim)
     wy_block: int = 0  # GPU: form A, W, U, P on row blocks of this many rows (`blocked_wy`; 0: no)
-    fused_fwd: int = 0  # GPU: 1 = the A-and-P kernel + one fused state pass (`make_core`)
+    fused_fwd: int = 0  # GPU: 1 = outside differentiation, the A-and-P kernel + one fused
+    #                     state pass (`make_core`); the GPU default (`pallas_gpu.gpu_config`)
+    fused_save: int = 0  # GPU: 1 = under differentiation too (saves A, P, states, V'; no W)
     block_v_fused: int = 0  # GPU: V-block of the fused state pass (0: block_v)
     num_warps_fused: int = 0  # GPU: its warps (0: num_warps_state)
 
@@ -556,8 +558,9 @@ class Backend(Protocol):
     def state_bwd(self, cfg: KernelConfig, q, k, w, p, gamma, rel, do, dht): ...
     def grads(self, cfg: KernelConfig, q, k, v, beta, gamma, rel, a, v_new, states,
               dstates, do, dvn): ...
-    # Optional (GPU), for cfg.fused_fwd: (O, final state, A, P, states or None, V' or
-    # None) with no W or U in memory; its state_bwd then takes w=None, a=, beta=.
+    # Optional (GPU), for cfg.fused_fwd / fused_save: (O, final state, A, P, states or
+    # None, V' or None) with no W or U in memory; after it (fused_save) state_bwd takes
+    # w=None, a=, beta=.
     # def fused_forward(self, cfg, q, k, v, beta, gamma, rel, h0, *, save: bool): ...
 
 
@@ -565,11 +568,13 @@ class Backend(Protocol):
 def make_core(backend: Backend, cfg: KernelConfig):
     """(q, k, v, beta, gamma, rel, h0) -> (o, final state) with a kernel backward.
 
-    With `cfg.fused_fwd` the forward is the backend's `fused_forward`, under
-    differentiation too: it saves A, P, the states and V' (no W), and the reverse state
-    pass forms W^T dV' from A (`state_backward`); the gradient kernels are unchanged.
+    With `cfg.fused_fwd` the forward outside differentiation (scoring) is the backend's
+    `fused_forward`; with `cfg.fused_save` so is the forward under differentiation: it
+    saves A, P, the states and V' (no W), and the reverse state pass forms W^T dV' from A
+    (`state_backward`); the gradient kernels are unchanged. custom_vjp calls `core`
+    outside differentiation and `core_fwd` under it, so the two choices are independent.
     """
-    if cfg.fused_fwd and not hasattr(backend, "fused_forward"):
+    if (cfg.fused_fwd or cfg.fused_save) and not hasattr(backend, "fused_forward"):
         raise ValueError(f"fused_fwd: the {type(backend).__name__.strip('_')} GDN kernels "
                          "have no fused forward (GPU only)")
 
@@ -582,7 +587,7 @@ def make_core(backend: Backend, cfg: KernelConfig):
         return o, ht
 
     def core_fwd(q, k, v, beta, gamma, rel, h0):
-        if cfg.fused_fwd:
+        if cfg.fused_save:
             o, ht, a, p, states, v_new = backend.fused_forward(cfg, q, k, v, beta, gamma,
                                                                rel, h0, save=True)
             return (o, ht), (q, k, v, beta, gamma, rel, None, p, a, states, v_new)

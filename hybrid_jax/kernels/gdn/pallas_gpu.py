@@ -524,8 +524,15 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
             v.shape[-1], pad_v, q.shape[0] * q.shape[2], num_sms()))
         tuning.setdefault("num_warps_state_bwd", 8 if bv_bwd >= 128 else 4)
     tuning.setdefault("block_v_wy", widest)
-    if tuning.get("fused_fwd", 0) not in (0, 1):
-        raise ValueError(f"fused_fwd must be 0 or 1, got {tuning['fused_fwd']}")
+    # Outside differentiation (scoring, evaluation) the fused forward is the default for
+    # bf16: faster than wy + state_fwd at every shape timed
+    # (benchmarks/results/h100_gdn_fused_default.json); under differentiation it is not
+    # (the reverse pass reading A is slower), and fp32 is untimed, so both stay opt-in
+    # (fused_save=1, fused_fwd=1).
+    tuning.setdefault("fused_fwd", int(dtype == jnp.bfloat16))
+    for name in ("fused_fwd", "fused_save"):
+        if tuning.get(name, 0) not in (0, 1):
+            raise ValueError(f"{name} must be 0 or 1, got {tuning[name]}")
     widths = [("block_v", block_v), ("block_v_grads", tuning["block_v_grads"]),
               ("block_v_wy", tuning["block_v_wy"])]
     for name in ("block_v_state_bwd", "block_v_fused"):
