@@ -8,7 +8,9 @@ Run one implementation per process (JAX and torch each want the GPU's memory):
     python benchmarks/scoring.py --report jax_*.json hf_*.json     # ratio table
 
 `--batch=1,2` times each batch size (windows per call) on the same weights, one
-initialisation for all (a 7B random init takes a minute).
+initialisation for all (a 7B random init takes a minute); so does
+`--gdn_impl=pallas,pallas_unfused` for each GDN implementation (the hybrid's weights do
+not depend on it), each batch size in turn, so that they are timed side by side.
 
 The windows hold one document each (random token ids, no document boundaries), as
 transformers scores them. `--segments=auto` hands the scorer what the scoring loop
@@ -32,7 +34,7 @@ import time
 
 
 def bench_jax(model: str, seq_len: int, batches: list[int], iters: int,
-              gdn_impl: str, segments: str, profile: bool = False) -> list[dict]:
+              gdn_impls: list[str], segments: str, profile: bool = False) -> list[dict]:
     from flax import nnx
 
     from hybrid_jax.models.lm import LM
@@ -40,15 +42,21 @@ def bench_jax(model: str, seq_len: int, batches: list[int], iters: int,
     from hybrid_jax.scoring.score import make_scorer
     from hybrid_jax.sharding import batch_sharding, create_sharded_params, make_mesh
 
-    cfg = RELEASES[model](dtype="bfloat16", param_dtype="bfloat16", gdn_impl=gdn_impl)
+    def config(gdn_impl):
+        return RELEASES[model](dtype="bfloat16", param_dtype="bfloat16", gdn_impl=gdn_impl)
+
+    cfgs = [config(impl) for impl in gdn_impls]  # (checks every name before the init)
     mesh = make_mesh({"data": -1})
     t0 = time.perf_counter()
-    graphdef, params = create_sharded_params(lambda: LM(cfg, rngs=nnx.Rngs(0)), mesh)
+    _, params = create_sharded_params(lambda: LM(cfgs[0], rngs=nnx.Rngs(0)), mesh)
     init_s = time.perf_counter() - t0
     print(f"parameters initialised in {init_s:.1f} s", flush=True)
-    scorer = make_scorer(graphdef, batch_sharding=batch_sharding(mesh))
-    return [_time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl,
-                      segments, profile) for batch in batches]
+    scorers = [make_scorer(nnx.split(nnx.eval_shape(lambda c=c: LM(c, rngs=nnx.Rngs(0))),
+                                     nnx.Param)[0], batch_sharding=batch_sharding(mesh))
+               for c in cfgs]
+    return [_time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, impl,
+                      segments, profile)
+            for batch in batches for scorer, impl in zip(scorers, gdn_impls)]
 
 
 def _time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, gdn_impl,
@@ -196,7 +204,7 @@ def main() -> None:
     p.add_argument("--seq_len", type=int, default=8192)
     p.add_argument("--batch", default="1", help="windows per call; a list times each")
     p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--gdn_impl", default="auto")
+    p.add_argument("--gdn_impl", default="auto", help="hybrid: a list times each")
     p.add_argument("--segments", default="auto", choices=["auto", "given"],
                    help="auto: as the scoring loop (no mask for one-document windows); "
                         "given: segment ids passed (attention through Pallas)")
@@ -213,8 +221,8 @@ def main() -> None:
     batches = [int(x) for x in args.batch.split(",")]
     try:
         if args.impl == "jax":
-            r = bench_jax(args.model, args.seq_len, batches, args.iters, args.gdn_impl,
-                          args.segments, args.profile)
+            r = bench_jax(args.model, args.seq_len, batches, args.iters,
+                          args.gdn_impl.split(","), args.segments, args.profile)
         else:
             r = bench_hf(args.model, args.seq_len, batches, args.iters, args.attn)
     except Exception as e:  # keep the error in the results: a run that failed is a result

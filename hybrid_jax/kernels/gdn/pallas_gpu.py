@@ -17,12 +17,13 @@ refs and indexes them with its program ids. Four kernels (algebra in pallas_comm
                 dtype, then U on V-blocks of `block_v_wy`, so that no [C, V] fp32 tile
                 is live beside W and P (offline sm_90a compile, bf16: spills 108 B ->
                 0 at K = V = 128 and 408 B -> 0 at the release's padded 128 / 256).
-                With `wy_block` (opt-in) the inverse is formed on 16- or 32-row
-                sub-blocks (`pallas_common.blocked_inverse`): ten 64 x 64 x 64 tf32
-                products per chunk become a few dozen 16 x 16 ones. Correct on an
-                H100, but slower there (B=4 T=4096 H=32 K=V=128, one run, each
-                call timed with a wait: this kernel 0.83 -> 1.06 ms at wy_block=16,
-                the forward 1.19 -> 1.55 ms; 1.58 at 32), so it is off by default.
+                With `wy_block` (opt-in) A, W, U and P are formed and stored on 16-
+                or 32-row blocks (`pallas_common.blocked_wy`, no block put back
+                together): a fraction of the inverse's products, but on tiles too
+                small for wgmma. Correct on an H100 and slower there (see
+                docs/performance.md, "Opt-in, slower"; offline sm_90a the whole-chunk
+                kernel runs its inverse on wgmma with no spills, wy_block=32 falls
+                back to mma.sync and spills 252 B per thread), so it is off.
     state_fwd   grid (V-block, head, batch); loops over the chunks carrying the fp32
                 state block S [K, BV] in registers; writes O and the final state, and,
                 under differentiation only, the states entering each chunk
@@ -238,7 +239,7 @@ class _Triton:
                                   num_warps=cfg.num_warps_state)
 
     def fused_forward(self, cfg, q, k, v, beta, gamma, rel, h0, *, save: bool):
-        """The forward for cfg.fused_fwd: a kernel parallel over chunks
+        """The forward for cfg.fused_fwd / fused_save: a kernel parallel over chunks
         reads q, k and writes A and P ([b, t, n, C] each); one state pass reads q, k, v,
         A, P and forms V' = A (beta (V - d (K S))) on chip (`pc.fused_state_forward`).
         Against `wy` + `state_fwd`: V is read once instead of twice, and W [.., K] and
@@ -246,8 +247,8 @@ class _Triton:
         less traffic), for the same loads per chunk in the state pass (A [C, C] for
         W [C, K]). `save` (under differentiation): the state pass also writes the
         states entering each chunk and V', as `state_fwd` does. Returns (O, final
-        state, A, P, states or None, V' or None). Not yet timed on a GPU
-        (benchmarks/gdn.py --impls=pallas_fused). Offline sm_90a, bf16, spill stores
+        state, A, P, states or None, V' or None). Timed against `wy` + `state_fwd`:
+        benchmarks/results/h100_gdn_fused_default.json. Offline sm_90a, bf16, spill stores
         per thread under differentiation (benchmarks/results/
         offline_gdn_fused_train_compile.txt): B4 H32 K=V=128, this state pass 296 B
         (`state_fwd`: 268 B), the reverse pass reading A 764 B at its default 128-wide
@@ -580,14 +581,15 @@ def gated_delta_rule_pallas_gpu(
     default 64 or less, `default_block_v`), block_v_wy (the V-block in which the wy kernel forms U;
     default `widest_block_v`), pad_v (pad V to a multiple of this rather than to a
     power of two, e.g. 64: the release's 192 stays 192; the V-blocks default to at most
-    pad_v; 0: the power of two), wy_block (form the WY inverse on sub-blocks of this
-    many rows, e.g. 16, instead of whole chunks: `pallas_common.blocked_inverse`), num_warps,
+    pad_v; 0: the power of two), wy_block (form the WY factors on row blocks of this
+    many rows, e.g. 16, instead of whole chunks: `pallas_common.blocked_wy`), num_warps,
     num_warps_state (default `default_num_warps_state`), num_warps_grads, num_stages_state,
     num_stages_grads, block_v_state_bwd and num_warps_state_bwd (the reverse state pass
-    apart from the forward's; 0: as the forward), fused_fwd (1: outside
-    differentiation, the forward is an A-only kernel plus one state pass that forms W,
-    U, P on chip, `_Triton.fused_forward`; under differentiation nothing changes) with
-    block_v_fused and num_warps_fused (its state pass; 0: as the state pass).
+    apart from the forward's; 0: as the forward), fused_fwd (1, bf16's default: outside
+    differentiation the forward is an A-and-P kernel plus one state pass that forms V'
+    on chip, `_Triton.fused_forward`), fused_save (1: so is the forward under
+    differentiation, which then saves A instead of W) with block_v_fused and
+    num_warps_fused (its state pass; 0: as the state pass).
     `interpret=True` runs the kernels in Pallas' interpreter (CPU tests).
     """
     check_shapes(q, k, v, g, beta, initial_state)
