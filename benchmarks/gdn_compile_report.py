@@ -8,8 +8,9 @@ Two steps, because jax and a standalone Triton usually live in different environ
     #    kernel's Triton IR plus its launch parameters
     python benchmarks/gdn_compile_report.py dump /tmp/gdn_ttir --dtype=bfloat16 \
         --head_dims=128,128 --tuning='{"block_v": 64}'
-    #    (--forward: the forward outside differentiation, e.g. with
-    #    --tuning='{"fused_fwd": 1}' the fused forward's two kernels)
+    #    (--forward: the forward outside differentiation, for bf16 the fused forward's
+    #    two kernels; --tuning='{"fused_fwd": 0}' the wy kernel and the state pass;
+    #    without --forward, '{"fused_save": 1}' lowers the fused forward under autodiff)
     # 2. with `pip install triton` (3.6 was used): compile each kernel for sm_90a with its
     #    launch parameters and run ptxas -v on the PTX
     python benchmarks/gdn_compile_report.py compile /tmp/gdn_ttir
@@ -85,7 +86,7 @@ def main() -> None:
                         help="JSON keyword arguments of gated_delta_rule_pallas_gpu")
     parser.add_argument("--forward", action="store_true",
                         help="lower the forward alone, outside differentiation (what "
-                             "scoring runs; with fused_fwd=1, the fused forward's kernels)")
+                             "scoring runs; for bf16 the fused forward's kernels)")
     args = parser.parse_args()
     if args.step == "dump":
         dump(args.dir, args)

@@ -37,10 +37,11 @@
 #   gpu_tests_head_dims  the compiled attention kernels at the ladder's padded head dims
 #                (48 / 80 / 96: Triton fwd+bwd, Mosaic fwd), the 60M train step's lowering
 #                (flash kernels, no [T, T] array) and GDN at the 60M heads (K 36, V 72)
-#   fused_e2e  issue 23's end-to-end targets with the fused GDN forward beside the default:
-#              the Olmo Hybrid 7B scorer (gdn_impl pallas / pallas_fused) and the Olmo 3 7B
-#              scorer, 8192-token windows; the 370M hybrid training step (pallas /
-#              pallas_fused) and the 370M transformer
+#   fused_e2e  issue 23's end-to-end targets: the Olmo Hybrid 7B scorer with and without
+#              the fused GDN forward (gdn_impl pallas / pallas_unfused, one process) and the
+#              Olmo 3 7B scorer, 8192-token windows; the 370M hybrid training step with the
+#              fused forward under differentiation or not (pallas_fused / pallas) and the
+#              370M transformer
 #   gdn_split  intra-sequence parallelism (`kernels/gdn/split.py`): one long sequence with
 #              few heads (B1 T32768 H4 and H8, K=V=128), pallas vs pallas@2/4/8/16 (each
 #              sequence cut into that many pieces) vs fla Triton and FlashQLA (which
@@ -126,11 +127,11 @@ for stage in "$@"; do
     gdn_qla_more)
       "$py" "$here/gdn.py" --impls=pallas,pallas_fused,fla,flashqla --heads=32 \
         --head_dim=128 --tokens=16384 --seq_lens= --check='1,4096,4' --breakdown=' ' \
-        --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=32;fused_fwd=1,block_v_state_bwd=64' \
+        --sweep=' ;fused_fwd=0;block_v_fused=32;fused_save=1;fused_save=1,block_v_state_bwd=64' \
         --out="$out/gdn_qla_more.json"
       "$py" "$here/gdn.py" --impls=pallas,pallas_fused,fla --heads=30 --head_dim=96 \
         --value_dim=192 --tokens=8192 --seq_lens=8192 --check='1,2048,4' \
-        --sweep_seq_len=8192 --sweep='fused_fwd=1;fused_fwd=1,block_v_fused=64;fused_fwd=1,num_warps_fused=8' \
+        --sweep_seq_len=8192 --sweep=' ;fused_fwd=0;block_v_fused=64;num_warps_fused=8;fused_save=1' \
         --out="$out/gdn_qla_release.json" ;;
     gdn_split)
       for h in 4 8; do
@@ -141,9 +142,10 @@ for stage in "$@"; do
     fused_e2e)
       "$py" "$here/scoring.py" --impl=jax --model=olmo3_7b --batch=1 \
         --out="$out/scoring_e2e_olmo3_7b.json" || echo "scoring olmo3_7b failed"
+      "$py" "$here/scoring.py" --impl=jax --model=olmo_hybrid_7b --batch=1 --profile \
+        --gdn_impl=pallas,pallas_unfused --out="$out/scoring_e2e_olmo_hybrid_7b.json" \
+        || echo "scoring hybrid failed"
       for gdn in pallas pallas_fused; do
-        "$py" "$here/scoring.py" --impl=jax --model=olmo_hybrid_7b --batch=1 --gdn_impl=$gdn \
-          --out="$out/scoring_e2e_olmo_hybrid_7b_$gdn.json" || echo "scoring hybrid $gdn failed"
         "$py" "$here/train_throughput.py" --sizes=370m --archs=hybrid --gdn_impl=$gdn \
           --timeout_s=240 --out="$out/train_e2e_370m_hybrid_$gdn.json"
       done

@@ -63,11 +63,12 @@ def test_gdn_benchmark_times_and_checks_the_fused_forward(tmp_path):
     """benchmarks/gdn.py in the Pallas interpreter at a tiny shape: pallas_fused (the
     fused forward) is timed beside pallas and cross-checked against the float32
     recurrence (so the GPU run's peer table compares the same function), and so are
-    pallas@2 (each sequence in two pieces side by side) and pallas:wy_block=16 (a kernel
-    tuning field); fla and FlashQLA, absent here, are reported, not dropped, and the
-    peer table still prints; an unknown impl is refused in one line. The file is written after every
-    step (a GPU call cut by its limit keeps what it measured): while the rows are being
-    timed it already holds the cross-check, marked incomplete."""
+    pallas@2 (each sequence in two pieces side by side) and pallas_unfused:wy_block=16
+    (the two-kernel forward with a kernel tuning field); fla and FlashQLA, absent here,
+    are reported, not dropped, and the peer table still prints; an unknown impl is
+    refused in one line. The file is written after every step (a GPU call cut by its
+    limit keeps what it measured): while the rows are being timed it already holds the
+    cross-check, marked incomplete."""
     out = tmp_path / "gdn.json"
     seen = []
 
@@ -79,7 +80,7 @@ def test_gdn_benchmark_times_and_checks_the_fused_forward(tmp_path):
 
     run = processes.run([sys.executable, processes.ROOT / "benchmarks" / "gdn.py",
                          "--interpret",
-                         "--impls=pallas,pallas_fused,pallas@2,pallas:wy_block=16,fla,flashqla",
+                         "--impls=pallas,pallas_fused,pallas@2,pallas_unfused:wy_block=16,fla,flashqla",
                          "--seq_lens=32", "--tokens=32", "--heads=1", "--head_dim=16",
                          "--check=1,48,2", f"--out={out}"], timeout=600, watch=watch)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -87,7 +88,7 @@ def test_gdn_benchmark_times_and_checks_the_fused_forward(tmp_path):
     report = json.loads(out.read_text())
     assert report["complete"] is True
     check = report["cross_check"][0]
-    ours = ("pallas", "pallas_fused", "pallas@2", "pallas:wy_block=16")
+    ours = ("pallas", "pallas_fused", "pallas@2", "pallas_unfused:wy_block=16")
     for impl in ours:
         assert isinstance(check[impl], dict), check[impl]
         assert max(check[impl]["o"]["rel"], check[impl]["state"]["rel"]) < 3e-2, check[impl]
@@ -95,7 +96,7 @@ def test_gdn_benchmark_times_and_checks_the_fused_forward(tmp_path):
         assert isinstance(check[peer], str) and check[peer].startswith("unavailable")
     row = report["results"][0]
     assert all(row[impl]["fwd"] > 0 for impl in ours)
-    assert "pallas:wy_block=16" in run.stdout.split("speed / FlashQLA's")[-1]
+    assert "pallas_unfused:wy_block=16" in run.stdout.split("speed / FlashQLA's")[-1]
     for impls, named in (("pallas,pallas@x", "pallas@x"), ("pallas:wy_block", "pallas:wy_block"),
                          ("xla:wy_block=16", "xla:wy_block=16")):
         bad = processes.run([sys.executable, processes.ROOT / "benchmarks" / "gdn.py",
