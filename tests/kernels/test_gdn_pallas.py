@@ -228,6 +228,20 @@ def test_interpret_ladder_head_dims(kind, dk, dv):
     _check(_kernel(kind, 16), inputs, h0, _packed(1, 40, dk), jnp.float32)
 
 
+def _record_forward_calls(monkeypatch) -> list[str]:
+    """The names of the GPU backend's forward kernels (wy, state_fwd, fused_forward), in
+    the order they are called from now on."""
+    from hybrid_jax.kernels.gdn import pallas_gpu
+
+    calls: list[str] = []
+    for name in ("wy", "state_fwd", "fused_forward"):
+        method = getattr(pallas_gpu._Triton, name)
+        monkeypatch.setattr(pallas_gpu._Triton, name,
+                            lambda self, *a, _m=method, _n=name, **kw:
+                            calls.append(_n) or _m(self, *a, **kw))
+    return calls
+
+
 @pytest.mark.parametrize("dtype,t,chunk,dk,dv,extra", [
     # T not a multiple of the chunk, docs, padded K and V, two 16-wide fused V-blocks
     (jnp.float32, 45, 16, 8, 24, {"block_v_fused": 16, "pad_v": 16}),
@@ -241,14 +255,7 @@ def test_interpret_fused_forward(dtype, t, chunk, dk, dv, extra, monkeypatch):
     """fused_fwd=1, fused_save=1: the forward (A-and-P kernel + fused state pass) is the
     recurrence's and the two-kernel forward's, and so are the gradients through it (its
     residuals: A, P, states, V'; the reverse state pass forms W^T dV' from A)."""
-    from hybrid_jax.kernels.gdn import pallas_gpu
-
-    calls = []
-    for name in ("wy", "state_fwd", "fused_forward"):
-        method = getattr(pallas_gpu._Triton, name)
-        monkeypatch.setattr(pallas_gpu._Triton, name,
-                            lambda self, *a, _m=method, _n=name, **kw:
-                            calls.append(_n) or _m(self, *a, **kw))
+    calls = _record_forward_calls(monkeypatch)
     inputs, h0 = make_inputs(t + dv, b=2, t=t, n=2, dk=dk, dv=dv, dtype=dtype)
     seg = _packed(2, t, dk)
     fused = _kernel("gpu", chunk, fused_fwd=1, fused_save=1, **extra)
@@ -278,14 +285,7 @@ def test_interpret_fused_forward_defaults(dtype, impl, primal, under_grad, monke
     """Which forward each GPU variant runs outside and under differentiation (custom_vjp
     calls the primal outside, the saving forward under it), and both give the
     recurrence's values."""
-    from hybrid_jax.kernels.gdn import pallas_gpu
-
-    calls = []
-    for name in ("wy", "state_fwd", "fused_forward"):
-        method = getattr(pallas_gpu._Triton, name)
-        monkeypatch.setattr(pallas_gpu._Triton, name,
-                            lambda self, *a, _m=method, _n=name, **kw:
-                            calls.append(_n) or _m(self, *a, **kw))
+    calls = _record_forward_calls(monkeypatch)
     monkeypatch.delenv(PALLAS_INTERPRET_ENV, raising=False)  # the GPU kernels
     inputs, h0 = make_inputs(7, b=1, t=40, n=2, dk=16, dv=16, dtype=dtype)
     fn = functools.partial(gated_delta_rule, impl=impl, chunk_size=16)
