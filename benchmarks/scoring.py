@@ -48,12 +48,14 @@ def bench_jax(model: str, seq_len: int, batches: list[int], iters: int,
     cfgs = [config(impl) for impl in gdn_impls]  # (checks every name before the init)
     mesh = make_mesh({"data": -1})
     t0 = time.perf_counter()
-    _, params = create_sharded_params(lambda: LM(cfgs[0], rngs=nnx.Rngs(0)), mesh)
+    graphdef, params = create_sharded_params(lambda: LM(cfgs[0], rngs=nnx.Rngs(0)), mesh)
     init_s = time.perf_counter() - t0
     print(f"parameters initialised in {init_s:.1f} s", flush=True)
-    scorers = [make_scorer(nnx.split(nnx.eval_shape(lambda c=c: LM(c, rngs=nnx.Rngs(0))),
-                                     nnx.Param)[0], batch_sharding=batch_sharding(mesh))
-               for c in cfgs]
+    # The other variants' graphdefs from abstract models: same params, other gdn_impl.
+    graphdefs = [graphdef] + [
+        nnx.split(nnx.eval_shape(lambda c=c: LM(c, rngs=nnx.Rngs(0))), nnx.Param)[0]
+        for c in cfgs[1:]]
+    scorers = [make_scorer(g, batch_sharding=batch_sharding(mesh)) for g in graphdefs]
     return [_time_jax(scorer, params, mesh, model, seq_len, batch, iters, init_s, impl,
                       segments, profile)
             for batch in batches for scorer, impl in zip(scorers, gdn_impls)]

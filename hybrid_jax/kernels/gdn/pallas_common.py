@@ -575,8 +575,8 @@ def make_core(backend: Backend, cfg: KernelConfig):
     outside differentiation and `core_fwd` under it, so the two choices are independent.
     """
     if (cfg.fused_fwd or cfg.fused_save) and not hasattr(backend, "fused_forward"):
-        raise ValueError(f"fused_fwd: the {type(backend).__name__.strip('_')} GDN kernels "
-                         "have no fused forward (GPU only)")
+        raise ValueError(f"fused_fwd / fused_save: the {type(backend).__name__.strip('_')} "
+                         "GDN kernels have no fused forward (GPU only)")
 
     @jax.custom_vjp
     def core(q, k, v, beta, gamma, rel, h0):

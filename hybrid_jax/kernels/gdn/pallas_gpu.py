@@ -527,9 +527,9 @@ def gpu_config(q, k, v, *, scale: float | None, chunk: int, interpret: bool,
     tuning.setdefault("block_v_wy", widest)
     # Outside differentiation (scoring, evaluation) the fused forward is the default for
     # bf16: faster than wy + state_fwd at every shape timed
-    # (benchmarks/results/h100_gdn_fused_default.json); under differentiation it is not
-    # (the reverse pass reading A is slower), and fp32 is untimed, so both stay opt-in
-    # (fused_save=1, fused_fwd=1).
+    # (benchmarks/results/h100_gdn_fused_default.json). Under differentiation it was
+    # slower at the release heads (the reverse pass reading A), so fused_save stays
+    # opt-in; fp32 is untimed, so it keeps fused_fwd=0 unless asked.
     tuning.setdefault("fused_fwd", int(dtype == jnp.bfloat16))
     for name in ("fused_fwd", "fused_save"):
         if tuning.get(name, 0) not in (0, 1):
